@@ -1,0 +1,27 @@
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One error type for every module: it names the field at fault and the reason."""
+from __future__ import annotations
+
+
+class OverlayError(Exception):
+    """A problem the user can act on.
+
+    ``field`` is the module option (dotted for sub-options, e.g. ``peer.mtu``)
+    the problem is about, or None when it is about the environment.
+    """
+
+    def __init__(self, reason, field=None, **details):
+        self.reason = reason
+        self.field = field
+        self.details = details
+        super().__init__(self.message)
+
+    @property
+    def message(self):
+        return "%s: %s" % (self.field, self.reason) if self.field else self.reason
+
+
+def fail(module, error):
+    """Report an OverlayError through Ansible, keeping the field machine-readable."""
+    module.fail_json(msg=error.message, field=error.field, **error.details)

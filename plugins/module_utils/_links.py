@@ -1,0 +1,289 @@
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Links as they are and as they should be: read, compare after normalising, apply only the difference.
+
+Every ``ensure_*`` function takes ``apply``: with ``apply=False`` (check mode) it only reports
+the actions it would take. Actions are short strings that say what changed and where.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
+from ansible_collections.overlay.vxlan.plugins.module_utils._netns import NetlinkError
+
+IFF_UP = 0x1
+
+
+class LinkSpec:
+    """The desired state of one link. ``None`` means "leave as it is"."""
+
+    def __init__(self, ns, name, field, mtu=None, mac=None, addresses=None, master=None, up=True):
+        self.ns = ns
+        self.name = name
+        self.field = field  # option prefix for errors, e.g. "peer"
+        self.mtu = mtu
+        self.mac = mac
+        self.addresses = addresses  # list of ipaddress interfaces, or None
+        self.master = master
+        self.up = up
+
+    def f(self, option):
+        return "%s.%s" % (self.field, option) if self.field else option
+
+
+# ---------------------------------------------------------------------------- reading
+
+def find(ipr, name):
+    """The link message for ``name`` or None."""
+    try:
+        found = ipr.link("get", ifname=name)
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            return None
+        raise
+    return found[0] if found else None
+
+
+def by_index(ipr, index):
+    try:
+        return ipr.link("get", index=index)[0]
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            return None
+        raise
+
+
+def kind(msg):
+    info = msg.get("IFLA_LINKINFO")
+    return info.get("IFLA_INFO_KIND") if info else None
+
+
+def info_data(msg):
+    info = msg.get("IFLA_LINKINFO")
+    data = info.get("IFLA_INFO_DATA") if info else None
+    return data or {}
+
+
+def addresses(ipr, index):
+    """Addresses of a link as ip_interface objects, minus the kernel's own IPv6 link-local ones."""
+    result = []
+    for msg in ipr.get_addr(index=index):
+        ip = msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS")
+        iface = ipaddress.ip_interface("%s/%d" % (ip, msg["prefixlen"]))
+        if iface.version == 6 and iface.ip.is_link_local:
+            continue
+        result.append(iface)
+    return sorted(result, key=lambda i: (i.version, int(i.ip)))
+
+
+def view(ipr, msg, namespace_label):
+    """What a module returns about a link: plain, JSON-friendly values."""
+    if msg is None:
+        return None
+    master = msg.get("IFLA_MASTER")
+    master_msg = by_index(ipr, master) if master else None
+    return {
+        "namespace": namespace_label,
+        "name": msg.get("IFLA_IFNAME"),
+        "ifindex": msg["index"],
+        "kind": kind(msg),
+        "mac": msg.get("IFLA_ADDRESS"),
+        "mtu": msg.get("IFLA_MTU"),
+        "state": "up" if msg["flags"] & IFF_UP else "down",
+        "master": master_msg.get("IFLA_IFNAME") if master_msg else None,
+        "addresses": [str(a) for a in addresses(ipr, msg["index"])],
+    }
+
+
+def comparable(v):
+    """A view without the fields that change on every re-creation, for diff mode."""
+    if v is None:
+        return None
+    return {k: v[k] for k in v if k != "ifindex"}
+
+
+def project(before, spec, namespace_label, kind_name):
+    """The view a link would have after ``ensure_attributes``: used in check mode."""
+    after = dict(before) if before else {
+        "namespace": namespace_label, "name": spec.name, "ifindex": None, "kind": kind_name,
+        "mac": None, "mtu": None, "state": "down", "master": None, "addresses": []}
+    if spec.mtu is not None:
+        after["mtu"] = spec.mtu
+    if spec.mac is not None:
+        after["mac"] = spec.mac
+    if spec.master is not None:
+        after["master"] = spec.master or None
+    if spec.addresses is not None:
+        after["addresses"] = [str(a) for a in spec.addresses]
+    if spec.up is not None:
+        after["state"] = "up" if spec.up else "down"
+    return after
+
+
+# ---------------------------------------------------------------------------- changing
+
+def bridge_index(ipr, name, field):
+    msg = find(ipr, name)
+    if msg is None:
+        raise OverlayError("bridge %s does not exist" % name, field)
+    if kind(msg) != "bridge":
+        raise OverlayError("%s is a %s device, not a bridge" % (name, kind(msg) or "plain"), field)
+    return msg["index"]
+
+
+def ensure_attributes(ipr, msg, spec, apply):
+    """Bring an existing link's MTU, MAC, master, addresses and up/down state to ``spec``."""
+    actions = []
+    index = msg["index"] if msg is not None else None
+    where = "%s in %s" % (spec.name, spec.ns.describe())
+
+    def act(text, **kwargs):
+        actions.append("%s: %s" % (where, text))
+        if apply:
+            ipr.link("set", index=index, **kwargs)
+
+    if spec.mtu is not None and msg.get("IFLA_MTU") != spec.mtu:
+        act("mtu %s -> %s" % (msg.get("IFLA_MTU"), spec.mtu), mtu=spec.mtu)
+    if spec.mac is not None and (msg.get("IFLA_ADDRESS") or "").lower() != spec.mac:
+        act("mac %s -> %s" % (msg.get("IFLA_ADDRESS"), spec.mac), address=spec.mac)
+    if spec.master is not None:
+        want = bridge_index(ipr, spec.master, spec.f("master")) if spec.master else 0
+        have = msg.get("IFLA_MASTER") or 0
+        if want != have:
+            act("master -> %s" % (spec.master or "none"), master=want)
+    if spec.addresses is not None:
+        have = set(addresses(ipr, index))
+        want = set(spec.addresses)
+        for iface in sorted(have - want, key=str):
+            actions.append("%s: remove address %s" % (where, iface))
+            if apply:
+                ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        for iface in sorted(want - have, key=str):
+            actions.append("%s: add address %s" % (where, iface))
+            if apply:
+                _add_address(ipr, index, iface)
+    if spec.up is not None:
+        is_up = bool(msg["flags"] & IFF_UP)
+        if is_up != spec.up:
+            act("set %s" % ("up" if spec.up else "down"), state="up" if spec.up else "down")
+    return actions
+
+
+def _add_address(ipr, index, iface):
+    kwargs = {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
+    if iface.version == 4 and iface.network.prefixlen < 31:
+        kwargs["broadcast"] = str(iface.network.broadcast_address)
+    ipr.addr("add", **kwargs)
+
+
+def delete(ipr, msg):
+    """Delete a link, tolerating one that vanished meanwhile (a veth end goes with its peer)."""
+    try:
+        ipr.link("del", index=msg["index"])
+    except NetlinkError as e:
+        if e.code != errno.ENODEV:
+            raise
+
+
+class NamespaceFd:
+    """An open fd for a namespace, as IFLA_NET_NS_FD wants; the host's is our own."""
+
+    def __init__(self, ns):
+        self.path = ns.path or "/proc/self/ns/net"
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDONLY)
+        return self.fd
+
+    def __exit__(self, *exc):
+        os.close(self.fd)
+
+
+# ---------------------------------------------------------------------------- veth pairs
+
+def veth_pair_state(nl, a, b):
+    """Read both ends; refuse non-veth devices in the way. Returns (msg_a, msg_b, paired)."""
+    ipr_a, ipr_b = nl.get(a.ns), nl.get(b.ns)
+    la, lb = find(ipr_a, a.name), find(ipr_b, b.name)
+    for spec, msg in ((a, la), (b, lb)):
+        if msg is not None and kind(msg) != "veth":
+            raise OverlayError(
+                "a %s device named %s already exists in %s; it is not a veth end and will not be replaced"
+                % (kind(msg) or "plain", spec.name, spec.ns.describe()), spec.f("name"))
+    # Ends are a pair when each names the other as its link; across namespaces the kernel
+    # also reports the peer's netnsid, within one namespace it does not.
+    paired = (la is not None and lb is not None
+              and la.get("IFLA_LINK") == lb["index"] and lb.get("IFLA_LINK") == la["index"]
+              and (la.get("IFLA_LINK_NETNSID") is None) == (a.ns == b.ns))
+    return la, lb, paired
+
+
+def ensure_veth(nl, a, b, apply):
+    """A veth pair a<->b with both ends' attributes as specified. Returns (actions, msg_a, msg_b).
+
+    A pair whose ends no longer match (one end renamed, moved to another namespace, or a
+    stray veth under one of the names) is deleted and built again.
+    """
+    ipr_a, ipr_b = nl.get(a.ns), nl.get(b.ns)
+    la, lb, paired = veth_pair_state(nl, a, b)
+    actions = []
+    if not paired:
+        for spec, msg in ((a, la), (b, lb)):
+            if msg is not None:
+                actions.append("%s in %s: delete (not the peer of %s)" % (
+                    spec.name, spec.ns.describe(), (b if spec is a else a).name))
+        actions.append("create veth %s (%s) <-> %s (%s)" % (a.name, a.ns.describe(), b.name, b.ns.describe()))
+        if not apply:
+            return actions + _would_set(a) + _would_set(b), None, None
+        for ipr, msg in ((ipr_a, la), (ipr_b, lb)):
+            if msg is not None:
+                delete(ipr, msg)
+        with NamespaceFd(b.ns) as fd:
+            ipr_a.link("add", ifname=a.name, kind="veth", peer={"ifname": b.name, "net_ns_fd": fd})
+        la, lb = find(ipr_a, a.name), find(ipr_b, b.name)
+        if la is None or lb is None:
+            raise OverlayError("the kernel did not create veth %s <-> %s" % (a.name, b.name))
+        ensure_attributes(ipr_a, la, a, True)
+        ensure_attributes(ipr_b, lb, b, True)
+        return actions, find(ipr_a, a.name), find(ipr_b, b.name)
+    actions += ensure_attributes(ipr_a, la, a, apply)
+    actions += ensure_attributes(ipr_b, lb, b, apply)
+    if apply and actions:
+        la, lb = find(ipr_a, a.name), find(ipr_b, b.name)
+    return actions, la, lb
+
+
+def _would_set(spec):
+    # Check mode on a pair that does not exist yet: list what creation would set.
+    where = "%s in %s" % (spec.name, spec.ns.describe())
+    out = []
+    if spec.mtu is not None:
+        out.append("%s: mtu -> %s" % (where, spec.mtu))
+    if spec.mac is not None:
+        out.append("%s: mac -> %s" % (where, spec.mac))
+    if spec.master:
+        out.append("%s: master -> %s" % (where, spec.master))
+    for iface in spec.addresses or ():
+        out.append("%s: add address %s" % (where, iface))
+    return out
+
+
+def remove_veth(nl, a, b, apply):
+    """Remove the pair. Devices under either name that are not veths are left alone, and an end
+    whose namespace is gone went with it, so only existing namespaces are looked at."""
+    found = []
+    for spec in (a, b):
+        msg = find(nl.get(spec.ns), spec.name) if spec.ns.exists() else None
+        if msg is not None and kind(msg) == "veth":
+            found.append((spec, msg))
+    if len(found) == 2 and found[0][1].get("IFLA_LINK") == found[1][1]["index"]:
+        found = found[:1]  # deleting one end of a pair deletes the other
+    actions = []
+    for spec, msg in found:
+        actions.append("%s in %s: delete" % (spec.name, spec.ns.describe()))
+        if apply:
+            delete(nl.get(spec.ns), msg)
+    return actions

@@ -1,0 +1,187 @@
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Find network namespaces by name, path or PID, and hold one netlink socket per namespace per run.
+
+Nothing here creates a namespace unless asked to: pyroute2's IPRoute(netns=...) would,
+so every socket is opened with flags=0.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
+
+try:
+    from pyroute2 import IPRoute
+    from pyroute2 import netns as _pyroute2_netns
+    from pyroute2.netlink.exceptions import NetlinkError
+    HAS_PYROUTE2 = True
+    PYROUTE2_IMPORT_ERROR = None
+except ImportError as e:  # reported by require_pyroute2 with the module's own message
+    IPRoute = _pyroute2_netns = None
+    NetlinkError = OSError
+    HAS_PYROUTE2 = False
+    PYROUTE2_IMPORT_ERROR = e
+
+NETNS_RUN_DIR = "/run/netns"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def require_pyroute2():
+    if not HAS_PYROUTE2:
+        raise OverlayError("the Python library pyroute2 (0.9.x) is required on the target host: %s; "
+                           "install it (the overlay_host role does) or set ansible_python_interpreter"
+                           % PYROUTE2_IMPORT_ERROR)
+
+
+def require_root():
+    if os.geteuid() != 0:
+        raise OverlayError("this module changes network namespaces and links and must run as root "
+                           "(use become: true); running as uid %d" % os.geteuid())
+
+
+class Namespace:
+    """A resolved network namespace: ``path`` is None for the namespace the module runs in."""
+
+    def __init__(self, spec, path, kind):
+        self.spec = spec
+        self.path = path
+        self.kind = kind  # host | name | path | pid
+
+    @property
+    def is_host(self):
+        return self.path is None
+
+    @property
+    def name(self):
+        return self.spec if self.kind == "name" else None
+
+    def exists(self):
+        return self.path is None or os.path.exists(self.path)
+
+    def describe(self):
+        return "the host namespace" if self.is_host else "namespace %s" % self.spec
+
+    def __eq__(self, other):
+        return isinstance(other, Namespace) and self.path == other.path
+
+    def __hash__(self):
+        return hash(self.path)
+
+    def __repr__(self):
+        return "Namespace(%r)" % (self.spec,)
+
+
+def resolve(spec, field):
+    """Turn a user's namespace spec into a Namespace without touching the kernel.
+
+    ``None``/"" is the host; an integer or digits is a PID; anything with a '/' is a path
+    (``/proc/PID/ns/net``, a Docker SandboxKey); anything else is an ``ip netns`` name.
+    """
+    if spec is None or spec == "":
+        return Namespace(None, None, "host")
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+        pid = int(spec)
+        if pid <= 0:
+            raise OverlayError("PID %d is not a process id" % pid, field)
+        return Namespace(str(pid), "/proc/%d/ns/net" % pid, "pid")
+    spec = str(spec)
+    if "/" in spec:
+        if not spec.startswith("/"):
+            raise OverlayError("namespace path %r must be absolute" % spec, field)
+        return Namespace(spec, os.path.normpath(spec), "path")
+    if not _NAME.match(spec) or spec in (".", ".."):
+        raise OverlayError("%r is not a valid namespace name (letters, digits, '_', '.', '-'; at most 64)" % spec,
+                           field)
+    return Namespace(spec, os.path.join(NETNS_RUN_DIR, spec), "name")
+
+
+def check_exists(ns, field, create=False, check_mode=False):
+    """Fail clearly on a missing namespace; create a missing named one only when asked.
+
+    Returns True when the namespace was (or in check mode would be) created.
+    """
+    if ns.exists():
+        if not ns.is_host and not _is_netns(ns.path):
+            raise OverlayError("%s is not a network namespace (not an nsfs file)" % ns.path, field)
+        return False
+    if ns.kind == "pid":
+        raise OverlayError("no process with PID %s (its namespace %s does not exist)" % (ns.spec, ns.path), field)
+    if ns.kind == "path" or not create:
+        raise OverlayError("network namespace %s does not exist%s" % (
+            ns.spec, "" if ns.kind == "path" else " (set create_namespaces: true to create it)"), field)
+    if not check_mode:
+        _pyroute2_netns.create(ns.spec)
+    return True
+
+
+def _is_netns(path):
+    # A bind-mounted namespace file lives on nsfs; a plain file left in /run/netns does not.
+    try:
+        return os.stat(path).st_dev != os.stat(os.path.dirname(path) or "/").st_dev or path.startswith("/proc/")
+    except OSError:
+        return False
+
+
+def same_namespace(a, b):
+    """True when two resolved namespaces are the same kernel object (a name and a PID may be)."""
+    try:
+        sa = os.stat(a.path or "/proc/self/ns/net")
+        sb = os.stat(b.path or "/proc/self/ns/net")
+    except OSError:
+        return a == b
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def inode(ns):
+    st = os.stat(ns.path or "/proc/self/ns/net")
+    return st.st_ino
+
+
+class Netlink:
+    """One IPRoute socket per namespace for the whole run; close them all at the end."""
+
+    def __init__(self):
+        self._sockets = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def get(self, ns):
+        key = ns.path
+        sock = self._sockets.get(key)
+        if sock is None:
+            try:
+                sock = IPRoute() if ns.is_host else IPRoute(netns=ns.path, flags=0)
+            except OSError as e:
+                raise OverlayError("cannot open %s: %s" % (ns.describe(), e))
+            self._sockets[key] = sock
+        return sock
+
+    def forget(self, ns):
+        sock = self._sockets.pop(ns.path, None)
+        if sock is not None:
+            sock.close()
+
+    def close(self):
+        for sock in self._sockets.values():
+            try:
+                sock.close()
+            except Exception:  # closing is best effort; the run's result is already decided
+                pass
+        self._sockets = {}
+
+
+def delete_named(name):
+    _pyroute2_netns.remove(name)
+
+
+def list_named():
+    try:
+        return sorted(os.listdir(NETNS_RUN_DIR))
+    except OSError:
+        return []

@@ -103,7 +103,7 @@ def check_exists(ns, field, create=False, check_mode=False):
     Returns True when the namespace was (or in check mode would be) created.
     """
     if ns.exists():
-        if not ns.is_host and not _is_netns(ns.path):
+        if not ns.is_host and not is_netns(ns.path):
             raise OverlayError("%s is not a network namespace (not an nsfs file)" % ns.path, field)
         return False
     if ns.kind == "pid":
@@ -116,10 +116,11 @@ def check_exists(ns, field, create=False, check_mode=False):
     return True
 
 
-def _is_netns(path):
-    # A bind-mounted namespace file lives on nsfs; a plain file left in /run/netns does not.
+def is_netns(path):
+    # Namespace files all live on nsfs, the same device as our own /proc/self/ns/net; a plain
+    # file left in /run/netns by a failed `ip netns add` does not.
     try:
-        return os.stat(path).st_dev != os.stat(os.path.dirname(path) or "/").st_dev or path.startswith("/proc/")
+        return os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
     except OSError:
         return False
 

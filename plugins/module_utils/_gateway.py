@@ -1,0 +1,97 @@
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The gateway bridge (Docker's docker_gwbridge): a local bridge whose ports are isolated from
+each other (Docker's icc=false), masquerade for traffic leaving the host, and ip_forward on.
+
+Port isolation is the bridge's own IFLA_BRPORT_ISOLATED flag, set through netlink on every port,
+so it holds without br_netfilter. NAT has no netlink interface we can rely on here: it is the one
+place that runs a command, iptables, through the runner the module gives us."""
+from __future__ import annotations
+
+import ipaddress
+
+from ansible_collections.overlay.vxlan.plugins.module_utils import _links, _netns
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
+
+DEFAULT_NAME = "docker_gwbridge"
+DEFAULT_SUBNET = "172.18.0.0/16"
+IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
+
+GATEWAY_ARGS = dict(
+    gateway_bridge=dict(type="str", default=DEFAULT_NAME),
+    gateway_subnet=dict(type="str", default=DEFAULT_SUBNET),
+)
+
+
+class Gateway:
+    def __init__(self, name, subnet):
+        self.name = name
+        self.subnet = ipaddress.ip_network(subnet)
+        self.address = ipaddress.ip_interface("%s/%d" % (next(self.subnet.hosts()), self.subnet.prefixlen))
+
+    @property
+    def router(self):
+        return str(self.address.ip)
+
+
+def from_params(params):
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _validate
+    name = _validate.ifname(params.get("gateway_bridge") or DEFAULT_NAME, "gateway_bridge")
+    subnet = _validate.subnet(params.get("gateway_subnet") or DEFAULT_SUBNET, "gateway_subnet")
+    return Gateway(name, subnet)
+
+
+def nat_rules(gw):
+    """(table, chain, rule) that give Docker's behaviour; each is checked with -C before -A."""
+    sub, br = str(gw.subnet), gw.name
+    return [
+        ("nat", "POSTROUTING", ["-s", sub, "!", "-o", br, "-j", "MASQUERADE"]),
+        ("filter", "FORWARD", ["-i", br, "!", "-o", br, "-j", "ACCEPT"]),
+        ("filter", "FORWARD", ["-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]),
+    ]
+
+
+def ensure(nl, gw, run_command, apply):
+    """Bridge with its address, up; forwarding on; NAT rules in place. Returns actions."""
+    host = _netns.resolve(None, None)
+    ipr = nl.get(host)
+    actions = []
+    br = _links.find(ipr, gw.name)
+    if br is not None and _links.kind(br) != "bridge":
+        raise OverlayError("%s exists but is a %s device, not a bridge" % (gw.name, _links.kind(br) or "plain"),
+                           "gateway_bridge")
+    if br is None:
+        actions.append("create gateway bridge %s" % gw.name)
+        if apply:
+            ipr.link("add", ifname=gw.name, kind="bridge")
+            br = _links.find(ipr, gw.name)
+    spec = _links.LinkSpec(host, gw.name, "gateway_bridge", addresses=[gw.address], up=True)
+    if br is not None:
+        actions += _links.ensure_attributes(ipr, br, spec, apply)
+    with open(IP_FORWARD) as f:
+        forwarding = f.read().strip() == "1"
+    if not forwarding:
+        actions.append("sysctl net.ipv4.ip_forward=1")
+        if apply:
+            with open(IP_FORWARD, "w") as f:
+                f.write("1\n")
+    for table, chain, rule in nat_rules(gw):
+        rc, _, _ = run_command(["iptables", "-w", "-t", table, "-C", chain] + rule)
+        if rc != 0:
+            actions.append("iptables -t %s -A %s %s" % (table, chain, " ".join(rule)))
+            if apply:
+                rc, out, err = run_command(["iptables", "-w", "-t", table, "-A", chain] + rule)
+                if rc != 0:
+                    raise OverlayError("iptables could not add the %s rule for %s: %s" % (table, gw.name, err.strip()))
+    return actions
+
+
+def isolate_port(ipr, index, apply, where):
+    """No traffic between the bridge's ports: each port is isolated."""
+    info = ipr.brport("show", index=index)
+    isolated = any(m.get("IFLA_PROTINFO") and m.get("IFLA_PROTINFO").get("IFLA_BRPORT_ISOLATED") for m in info)
+    if isolated:
+        return []
+    if apply:
+        ipr.brport("set", index=index, isolated=1)
+    return ["%s: isolate bridge port" % where]

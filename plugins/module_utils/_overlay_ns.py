@@ -1,0 +1,148 @@
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A network's part on one host: its namespace holding br0 (with the gateway address) and vxlan0.
+
+vxlan0 is created in the host namespace and then moved in, so its UDP socket stays on the
+underlay while the device itself is only reachable from inside the overlay namespace."""
+from __future__ import annotations
+
+import ipaddress
+import os
+
+from ansible_collections.overlay.vxlan.plugins.module_utils import _links, _netns, _store
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
+
+BRIDGE = "br0"
+VXLAN = "vxlan0"
+
+
+def namespace(network):
+    return _netns.resolve(_store.overlay_namespace(network), "network")
+
+
+def vxlan_settings(network):
+    """The vxlan0 attributes we own, as the kernel reports them (for comparison) and takes them."""
+    return {
+        "IFLA_VXLAN_ID": network["vni"],
+        "IFLA_VXLAN_PORT": network["port"],
+        "IFLA_VXLAN_LEARNING": 0,
+        "IFLA_VXLAN_PROXY": 1,
+        "IFLA_VXLAN_L2MISS": 1,
+        "IFLA_VXLAN_L3MISS": 1,
+    }
+
+
+def _vxlan_matches(msg, network):
+    data = _links.info_data(msg)
+    return _links.kind(msg) == "vxlan" and all(
+        data.get(k) == v for k, v in vxlan_settings(network).items())
+
+
+def ensure(nl, network, apply):
+    """Namespace, br0 and vxlan0 as the network record says. Returns (actions, vxlan index or None)."""
+    ns = namespace(network)
+    actions = []
+    if ns.exists() and not _netns.is_netns(ns.path):
+        # A plain file left where the namespace was (its mount vanished, e.g. with the mount
+        # namespace of the process that made it): clear it and build again.
+        actions.append("remove stale namespace file %s" % ns.path)
+        if not apply:
+            return actions + ["create namespace %s with %s and %s" % (ns.spec, BRIDGE, VXLAN)], None
+        os.unlink(ns.path)
+    if not ns.exists():
+        actions.append("create namespace %s" % ns.spec)
+        if not apply:
+            return actions + ["create %s and %s in %s" % (BRIDGE, VXLAN, ns.spec)], None
+        _netns.check_exists(ns, "network", create=True)
+    ipr = nl.get(ns)
+    net = ipaddress.ip_network(network["subnet"])
+    gateway = ipaddress.ip_interface("%s/%d" % (network["gateway"], net.prefixlen))
+
+    lo = _links.find(ipr, "lo")
+    if lo is not None and not lo["flags"] & _links.IFF_UP:
+        actions.append("%s: set lo up" % ns.spec)
+        if apply:
+            ipr.link("set", index=lo["index"], state="up")
+
+    br = _links.find(ipr, BRIDGE)
+    if br is not None and _links.kind(br) != "bridge":
+        actions.append("%s: delete %s (a %s, not a bridge)" % (ns.spec, BRIDGE, _links.kind(br)))
+        if apply:
+            _links.delete(ipr, br)
+        br = None
+    if br is None:
+        actions.append("%s: create bridge %s" % (ns.spec, BRIDGE))
+        if apply:
+            ipr.link("add", ifname=BRIDGE, kind="bridge")
+            br = _links.find(ipr, BRIDGE)
+    br_spec = _links.LinkSpec(ns, BRIDGE, "network", mtu=network["mtu"], addresses=[gateway], up=True)
+    if br is not None:
+        actions += _links.ensure_attributes(ipr, br, br_spec, apply)
+
+    vx = _links.find(ipr, VXLAN)
+    if vx is not None and not _vxlan_matches(vx, network):
+        actions.append("%s: delete %s (settings differ from the network's)" % (ns.spec, VXLAN))
+        if apply:
+            _links.delete(ipr, vx)
+        vx = None
+    if vx is None:
+        actions.append("%s: create %s (vni %d, port %d)" % (ns.spec, VXLAN, network["vni"], network["port"]))
+        if apply:
+            vx = _create_vxlan(nl, ns, network)
+    vx_spec = _links.LinkSpec(ns, VXLAN, "network", mtu=network["mtu"], master=BRIDGE, up=True)
+    if vx is not None:
+        actions += _links.ensure_attributes(ipr, vx, vx_spec, apply)
+        vx = _links.find(ipr, VXLAN) if apply else vx
+    return actions, (vx["index"] if vx is not None else None)
+
+
+def _create_vxlan(nl, ns, network):
+    host = nl.get(_netns.resolve(None, None))
+    temp = "vx-%06x-%s" % (network["vni"], network["id"][:5])  # Docker's naming, 15 characters
+    stale = _links.find(host, temp)
+    if stale is not None:  # left by an interrupted run
+        _links.delete(host, stale)
+    try:
+        host.link("add", ifname=temp, kind="vxlan", vxlan_id=network["vni"], vxlan_port=network["port"],
+                  vxlan_learning=0, vxlan_proxy=1, vxlan_l2miss=1, vxlan_l3miss=1)
+    except _netns.NetlinkError as e:
+        raise OverlayError("the kernel refused to create the vxlan device (vni %d, port %d): %s"
+                           % (network["vni"], network["port"], e))
+    index = _links.find(host, temp)["index"]
+    with _links.NamespaceFd(ns) as fd:
+        host.link("set", index=index, net_ns_fd=fd, ifname=VXLAN)
+    return _links.find(nl.get(ns), VXLAN)
+
+
+def remove(nl, network, apply):
+    ns = namespace(network)
+    if not ns.exists():
+        return []
+    if apply:
+        nl.forget(ns)
+        _netns.delete_named(ns.spec)
+    return ["delete namespace %s (with %s, %s and the endpoints' overlay ends)" % (ns.spec, BRIDGE, VXLAN)]
+
+
+def vxlan_index(nl, network):
+    ns = namespace(network)
+    if not ns.exists():
+        return None
+    vx = _links.find(nl.get(ns), VXLAN)
+    return vx["index"] if vx is not None else None
+
+
+def describe(nl, network):
+    """br0 and vxlan0 as they are, for return values and verify."""
+    ns = namespace(network)
+    if not ns.exists():
+        return None
+    ipr = nl.get(ns)
+    br, vx = _links.find(ipr, BRIDGE), _links.find(ipr, VXLAN)
+    out = {"namespace": ns.spec, "bridge": _links.view(ipr, br, ns.spec), "vxlan": _links.view(ipr, vx, ns.spec)}
+    if vx is not None:
+        data = _links.info_data(vx)
+        out["vxlan"].update(vni=data.get("IFLA_VXLAN_ID"), port=data.get("IFLA_VXLAN_PORT"),
+                            learning=bool(data.get("IFLA_VXLAN_LEARNING")), proxy=bool(data.get("IFLA_VXLAN_PROXY")),
+                            l2miss=bool(data.get("IFLA_VXLAN_L2MISS")), l3miss=bool(data.get("IFLA_VXLAN_L3MISS")))
+    return out

@@ -1,0 +1,69 @@
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Remote endpoints on vxlan0: a static FDB entry (MAC -> remote VTEP) and a permanent neighbour
+entry (IP -> MAC) for each, from the store's endpoint records; stale ones are removed.
+Local endpoints are left to br0's own learning, as Docker does."""
+from __future__ import annotations
+
+import socket
+
+try:
+    from pyroute2.netlink.rtnl import ndmsg
+    NUD_PERMANENT = ndmsg.states["permanent"]
+except ImportError:  # reported by _netns.require_pyroute2
+    NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+
+
+def desired(endpoints, my_vtep):
+    """{mac: (ip, vtep)} for every endpoint that lives on another host."""
+    return {ep["mac"]: (ep["ip"], ep["vtep"]) for ep in endpoints if ep["vtep"] != my_vtep}
+
+
+def current(ipr, vx_index):
+    fdb = {}
+    for msg in ipr.fdb("dump", ifindex=vx_index):
+        dst = msg.get("NDA_DST")
+        # Only our own static "self" entries; br0's learned entries carry NDA_MASTER instead.
+        if msg["ifindex"] == vx_index and dst and msg["flags"] & NTF_SELF:
+            fdb.setdefault(msg.get("NDA_LLADDR"), set()).add(dst)
+    neigh = {}
+    for msg in ipr.get_neighbours(family=socket.AF_INET, ifindex=vx_index):
+        if msg["state"] & NUD_PERMANENT:
+            neigh[msg.get("NDA_DST")] = msg.get("NDA_LLADDR")
+    return fdb, neigh
+
+
+def sync(ipr, vx_index, want, apply):
+    """Make vxlan0's FDB and neighbour tables match ``want``. Returns the actions."""
+    fdb, neigh = current(ipr, vx_index)
+    want_neigh = {ip: mac for mac, (ip, _) in want.items()}
+    actions = []
+    for mac, dsts in sorted(fdb.items()):
+        for dst in sorted(dsts):
+            if want.get(mac, (None, None))[1] != dst:
+                actions.append("fdb: remove %s dst %s" % (mac, dst))
+                if apply:
+                    ipr.fdb("del", ifindex=vx_index, lladdr=mac, dst=dst)
+    for ip, mac in sorted(neigh.items()):
+        if want_neigh.get(ip) != mac:
+            actions.append("neigh: remove %s lladdr %s" % (ip, mac))
+            if apply:
+                ipr.neigh("del", ifindex=vx_index, dst=ip, lladdr=mac)
+    for mac, (ip, vtep) in sorted(want.items()):
+        if vtep not in fdb.get(mac, ()):
+            actions.append("fdb: add %s dst %s" % (mac, vtep))
+            if apply:
+                ipr.fdb("append", ifindex=vx_index, lladdr=mac, dst=vtep, state=NUD_PERMANENT)
+        if neigh.get(ip) != mac:
+            actions.append("neigh: add %s lladdr %s" % (ip, mac))
+            if apply:
+                ipr.neigh("replace", ifindex=vx_index, dst=ip, lladdr=mac, state=NUD_PERMANENT)
+    return actions
+
+
+def table(ipr, vx_index):
+    """The entries as a module returns them."""
+    fdb, neigh = current(ipr, vx_index)
+    return {"fdb": sorted("%s dst %s" % (mac, d) for mac, ds in fdb.items() for d in ds),
+            "neighbours": sorted("%s lladdr %s" % (ip, mac) for ip, mac in neigh.items())}

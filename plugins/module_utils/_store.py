@@ -1,0 +1,98 @@
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The Consul key layout, in one place. docs/key-layout.md describes the same thing for people.
+
+    <prefix>/v1/networks/<network name>              network record
+    <prefix>/v1/vnis/<vni>                           claim: which network holds the VNI
+    <prefix>/v1/ipam/<network id>/<ip>               claim: which endpoint holds the overlay address
+    <prefix>/v1/endpoints/<network id>/<endpoint>    endpoint record
+    <prefix>/v1/hosts/<host>                         host record (its VTEP address)
+    <prefix>/v1/gateway-ipam/<host>/<ip>             claim: gateway-bridge address of a local endpoint
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import time
+
+SCHEMA = 1
+
+
+class Layout:
+    def __init__(self, prefix):
+        self.root = "%s/v%d/" % (prefix.strip("/"), SCHEMA)
+
+    def networks(self):
+        return self.root + "networks/"
+
+    def network(self, name):
+        return self.root + "networks/" + name
+
+    def vnis(self):
+        return self.root + "vnis/"
+
+    def vni(self, vni):
+        return "%s%d" % (self.vnis(), vni)
+
+    def ipam(self, network_id):
+        return "%sipam/%s/" % (self.root, network_id)
+
+    def ip_claim(self, network_id, ip):
+        return "%s%s" % (self.ipam(network_id), ip)
+
+    def endpoints(self, network_id):
+        return "%sendpoints/%s/" % (self.root, network_id)
+
+    def endpoint(self, network_id, name):
+        return self.endpoints(network_id) + name
+
+    def host(self, host):
+        return self.root + "hosts/" + host
+
+    def gateway_ipam(self, host):
+        return "%sgateway-ipam/%s/" % (self.root, host)
+
+    def gateway_claim(self, host, ip):
+        return self.gateway_ipam(host) + str(ip)
+
+    @staticmethod
+    def last(key):
+        return key.rstrip("/").rsplit("/", 1)[-1]
+
+
+def new_id():
+    """64 hex digits, like Docker's network and endpoint ids."""
+    return hashlib.sha256(os.urandom(32)).hexdigest()
+
+
+def now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def mac_for(ip):
+    """Docker's rule: 02:42 followed by the four bytes of the IPv4 address."""
+    return "02:42:" + ":".join("%02x" % b for b in ipaddress.IPv4Address(str(ip)).packed)
+
+
+def network_record(name, net, gateway, vni, mtu, port, internal, host):
+    return {
+        "schema": SCHEMA, "id": new_id(), "name": name, "subnet": str(net), "gateway": str(gateway),
+        "vni": vni, "mtu": mtu, "port": port, "internal": internal,
+        "created_at": now(), "created_by": host,
+    }
+
+
+def endpoint_record(network, name, ip, mac, host, vtep, ifname, gateway_ip, namespace, endpoint_id=None):
+    return {
+        "schema": SCHEMA, "id": endpoint_id or new_id(), "name": name,
+        "network_id": network["id"], "network": network["name"],
+        "ip": str(ip), "prefixlen": ipaddress.ip_network(network["subnet"]).prefixlen, "mac": mac,
+        "host": host, "vtep": vtep, "ifname": ifname,
+        "gateway_ip": str(gateway_ip) if gateway_ip else None, "namespace": namespace,
+    }
+
+
+def overlay_namespace(network):
+    """Each host names a network's namespace the same way, from the network id."""
+    return "ovl-" + network["id"][:12]

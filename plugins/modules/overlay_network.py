@@ -1,0 +1,175 @@
+#!/usr/bin/python
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: overlay_network
+short_description: A VXLAN overlay network defined in Consul, and this host's part of it
+version_added: 0.1.0
+description:
+  - Ensures the network's cluster-wide record in Consul (created once, with the same id on every host; the VNI
+    is allocated from 256 upward with check-and-set unless given), then this host's part of it, as Docker's classic
+    overlay driver built it
+  - an overlay network namespace named C(ovl-<first 12 hex digits of the network id>) (visible in C(ip netns list))
+    holding bridge C(br0) with the gateway address, and C(vxlan0) (VNI, UDP port, proxy, l2miss, l3miss, learning off),
+    which is created in the host namespace and then moved in so its UDP socket stays on the underlay;
+  - a static FDB entry (MAC -> remote VTEP) and a permanent neighbour entry (IP -> MAC) on C(vxlan0) for every
+    endpoint that Consul lists on another host; stale entries are removed. Run it again (or run
+    M(overlay.vxlan.overlay_endpoint)) to pick up endpoints added elsewhere.
+  - A conflicting redefinition (another subnet, gateway, VNI, port, MTU or internal flag for an existing name) is an
+    error, never a silent overwrite.
+author:
+  - overlay.vxlan developers
+extends_documentation_fragment:
+  - overlay.vxlan.consul
+requirements:
+  - pyroute2 >= 0.9 and py-consul on the target host; root
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+options:
+  name:
+    description: Network name, unique in the cluster.
+    type: str
+    required: true
+  subnet:
+    description: IPv4 subnet in CIDR form. Required to create the network; when given for an existing one it must match.
+    type: str
+  gateway:
+    description: Gateway address held by C(br0) on every host. Defaults to the subnet's first address.
+    type: str
+  vni:
+    description: VXLAN network identifier (1..16777215). Allocated from 256 upward when omitted.
+    type: int
+  port:
+    description: VXLAN UDP destination port. Defaults to V(4789) on creation.
+    type: int
+  mtu:
+    description:
+      - MTU of the overlay (br0, vxlan0 and every endpoint's eth0). Defaults to the underlay interface's MTU minus 50
+        on creation. An MTU that does not fit in the underlay after encapsulation is an error.
+    type: int
+  internal:
+    description: An internal network gives its endpoints no gateway-bridge interface and no default route.
+    type: bool
+  host:
+    description: This host's name in the store. Defaults to the target's hostname.
+    type: str
+  vtep:
+    description:
+      - This host's VTEP, as an underlay interface name or IPv4 address (Docker's C(--cluster-advertise)).
+      - Defaults to the address the kernel would use to reach O(consul_host), or the default route's interface.
+    type: str
+  force:
+    description: With O(state=absent), also remove this host's endpoints of the network instead of failing.
+    type: bool
+    default: false
+  state:
+    description:
+      - V(present) ensures the record and this host's part, and syncs peers.
+      - V(absent) removes this host's part; the record and its VNI go once no endpoint remains on any host.
+    type: str
+    choices: [present, absent]
+    default: present
+"""
+
+EXAMPLES = r"""
+- name: The seed's network
+  overlay.vxlan.overlay_network:
+    name: demonet
+    subnet: 192.168.0.0/24
+    vtep: eth0
+
+- name: An internal network with a fixed VNI, talking to a TLS Consul
+  overlay.vxlan.overlay_network:
+    name: backend
+    subnet: 10.20.0.0/24
+    vni: 4242
+    internal: true
+    consul_host: consul.example.com
+    consul_scheme: https
+    consul_ca_cert: /etc/consul.d/ca.pem
+    consul_token: "{{ vault_consul_token }}"
+
+- name: Leave the network on this host
+  overlay.vxlan.overlay_network:
+    name: demonet
+    state: absent
+"""
+
+RETURN = r"""
+network:
+  description: The network record as stored in Consul.
+  returned: when the network exists (or would, in check mode)
+  type: dict
+  sample: {id: 6e2479586137ad916a397fe6912c4fb60d2cec395800ca9382c8392caea22d6b, name: demonet, subnet: 192.168.0.0/24,
+           gateway: 192.168.0.1, vni: 256, mtu: 1450, port: 4789, internal: false}
+namespace:
+  description: Name of this host's overlay namespace.
+  returned: state=present
+  type: str
+  sample: ovl-6e2479586137
+host:
+  description: This host's name, VTEP address, underlay interface and its MTU.
+  returned: state=present
+  type: dict
+devices:
+  description: br0 and vxlan0 as they are after the run (vxlan0 with vni, port, learning, proxy, l2miss, l3miss).
+  returned: state=present
+  type: dict
+peers:
+  description: The FDB and permanent neighbour entries on vxlan0 after the run.
+  returned: state=present
+  type: dict
+  sample: {fdb: ["02:42:c0:a8:00:64 dst 10.0.0.10"], neighbours: ["192.168.0.100 lladdr 02:42:c0:a8:00:64"]}
+endpoints:
+  description: Number of endpoints of the network in Consul, on all hosts.
+  returned: state=present
+  type: int
+kept_in_store:
+  description: With state=absent, whether the record stayed because endpoints remain on other hosts.
+  returned: state=absent
+  type: bool
+actions:
+  description: What was changed (or would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.overlay.vxlan.plugins.module_utils import _network
+from ansible_collections.overlay.vxlan.plugins.module_utils._consul import CONNECTION_ARGS
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError, fail
+from ansible_collections.overlay.vxlan.plugins.module_utils._underlay import HOST_ARGS
+
+
+def main():
+    argument_spec = dict(
+        name=dict(type="str", required=True),
+        subnet=dict(type="str"),
+        gateway=dict(type="str"),
+        vni=dict(type="int"),
+        port=dict(type="int"),
+        mtu=dict(type="int"),
+        internal=dict(type="bool"),
+        force=dict(type="bool", default=False),
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+    )
+    argument_spec.update(HOST_ARGS)
+    argument_spec.update(CONNECTION_ARGS)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    try:
+        result = _network.run(module.params, module.check_mode)
+    except OverlayError as e:
+        fail(module, e)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -253,7 +253,7 @@ def attach(nl, store, layout, network, gw, underlay, items, params, check_mode, 
                 results.append({"name": item.name, "network": network["name"], "namespace": item.ns.spec,
                                 "ip": str(item.ip) if item.ip else None, "host": underlay.host})
                 continue
-            if vx_index is None and not apply:  # the overlay namespace itself is still to be created
+            if not apply and not _overlay_ns.namespace(network).exists():  # check mode: nothing to read yet
                 actions.append("%s: create interfaces in %s" % (item.name, item.ns.describe()))
             else:
                 actions += build_kernel(nl, network, gw, record, item.ns, apply, params.get("default_route", True))

@@ -1,0 +1,69 @@
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Networks and endpoints as `docker network ls/inspect` show them, and a verify that compares the
+store with this host's kernel by asking each reconciler what it *would* change (apply=False)."""
+from __future__ import annotations
+
+from ansible_collections.overlay.vxlan.plugins.module_utils import (
+    _consul, _endpoint, _gateway, _netns, _network, _overlay_ns, _peers, _store, _underlay)
+
+
+def inspect(network, endpoints):
+    return {
+        "id": network["id"], "short_id": network["id"][:12], "name": network["name"], "driver": "overlay",
+        "scope": "global", "subnet": network["subnet"], "gateway": network["gateway"], "vni": network["vni"],
+        "mtu": network["mtu"], "port": network["port"], "internal": network["internal"],
+        "created_at": network.get("created_at"),
+        "endpoints": sorted(({k: e.get(k) for k in ("id", "name", "ip", "mac", "host", "vtep", "namespace",
+                                                     "ifname", "gateway_ip")} for e in endpoints),
+                            key=lambda e: e["name"]),
+    }
+
+
+def verify(nl, network, endpoints, underlay, params, run_command):
+    """Every difference between the store and this host's kernel, one dict each."""
+    found = []
+
+    def note(kind, actions):
+        found.extend({"network": network["name"], "kind": kind, "difference": a} for a in actions)
+
+    host_actions, vx_index = _overlay_ns.ensure(nl, network, apply=False)
+    note("network", host_actions)
+    if vx_index is not None:
+        ipr = nl.get(_overlay_ns.namespace(network))
+        note("peer", _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=False))
+    gw = None if network["internal"] else _gateway.from_params(params)
+    local = [e for e in endpoints if e["host"] == underlay.host]
+    if gw is not None and local:
+        note("gateway", _gateway.ensure(nl, gw, run_command, apply=False))
+    for record in local:
+        ns = _netns.resolve(record["namespace"], "namespace")
+        if not ns.exists():
+            note("endpoint", ["%s: namespace %s is gone" % (record["name"], record["namespace"])])
+        elif _overlay_ns.namespace(network).exists():
+            note("endpoint", _endpoint.build_kernel(nl, network, gw, record, ns, False, params.get("default_route", True)))
+    return found
+
+
+def run(params, run_command):
+    settings = _consul.connection_settings(params)
+    store = _consul.Consul(settings)
+    layout = _store.Layout(settings["prefix"])
+    if params.get("name"):
+        networks = [_network.lookup(store, layout, params["name"], "name")]
+    else:
+        networks = sorted((v for v, _ in store.get_tree(layout.networks()).values() if v), key=lambda n: n["name"])
+    out = {"changed": False, "networks": []}
+    per_network = {n["id"]: [v for v, _ in store.get_tree(layout.endpoints(n["id"])).values() if v] for n in networks}
+    out["networks"] = [inspect(n, per_network[n["id"]]) for n in networks]
+    if params.get("verify"):
+        _netns.require_pyroute2()
+        _netns.require_root()
+        with _netns.Netlink() as nl:
+            underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
+            differences = []
+            for n in networks:
+                differences += verify(nl, n, per_network[n["id"]], underlay, params, run_command)
+        out["differences"] = differences
+        out["in_sync"] = not differences
+    return out

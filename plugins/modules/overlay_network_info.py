@@ -1,0 +1,114 @@
+#!/usr/bin/python
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: overlay_network_info
+short_description: List and inspect overlay networks, and verify this host against Consul
+version_added: 0.1.0
+description:
+  - Returns the overlay networks recorded in Consul with their endpoints, as C(docker network ls) and
+    C(docker network inspect) show them.
+  - With O(verify=true), also compares Consul with this host's kernel (overlay namespace, br0, vxlan0, FDB and
+    neighbour entries, local endpoints' interfaces, the gateway bridge) and reports each difference. Nothing is changed;
+    M(overlay.vxlan.overlay_network) and M(overlay.vxlan.overlay_endpoint) repair what it reports.
+author:
+  - overlay.vxlan developers
+extends_documentation_fragment:
+  - overlay.vxlan.consul
+requirements:
+  - py-consul on the target host; pyroute2 and root for O(verify)
+attributes:
+  check_mode:
+    support: full
+    details: The module never changes anything.
+  diff_mode:
+    support: none
+options:
+  name:
+    description: Only this network (name or id). All networks when omitted.
+    type: str
+  verify:
+    description: Compare the store with this host's kernel state.
+    type: bool
+    default: false
+  host:
+    description: This host's name in the store (for O(verify)). Defaults to the target's hostname.
+    type: str
+  vtep:
+    description: This host's VTEP interface or address (for O(verify)).
+    type: str
+  gateway_bridge:
+    description: Name of the host's gateway bridge (for O(verify)).
+    type: str
+    default: docker_gwbridge
+  gateway_subnet:
+    description: Subnet of the gateway bridge (for O(verify)).
+    type: str
+    default: 172.18.0.0/16
+"""
+
+EXAMPLES = r"""
+- name: docker network ls
+  overlay.vxlan.overlay_network_info:
+  register: overlay
+
+- name: Does this host match Consul?
+  overlay.vxlan.overlay_network_info:
+    name: demonet
+    verify: true
+  register: check
+  failed_when: not check.in_sync
+"""
+
+RETURN = r"""
+networks:
+  description: One entry per network, with its endpoints on every host.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - {id: 6e2479586137ad916a397fe6912c4fb60d2cec395800ca9382c8392caea22d6b, short_id: 6e2479586137, name: demonet,
+       driver: overlay, scope: global, subnet: 192.168.0.0/24, gateway: 192.168.0.1, vni: 256, mtu: 1450, port: 4789,
+       internal: false, endpoints: [{name: C0, ip: 192.168.0.100, mac: "02:42:c0:a8:00:64", host: docker0}]}
+differences:
+  description: With O(verify), each difference found, as the change that would repair it.
+  returned: when verify=true
+  type: list
+  elements: dict
+  sample: [{network: demonet, kind: peer, difference: "fdb: add 02:42:c0:a8:00:64 dst 10.0.0.10"}]
+in_sync:
+  description: With O(verify), true when no difference was found.
+  returned: when verify=true
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.overlay.vxlan.plugins.module_utils import _info
+from ansible_collections.overlay.vxlan.plugins.module_utils._consul import CONNECTION_ARGS
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError, fail
+from ansible_collections.overlay.vxlan.plugins.module_utils._gateway import GATEWAY_ARGS
+from ansible_collections.overlay.vxlan.plugins.module_utils._underlay import HOST_ARGS
+
+
+def main():
+    argument_spec = dict(
+        name=dict(type="str"),
+        verify=dict(type="bool", default=False),
+    )
+    argument_spec.update(GATEWAY_ARGS)
+    argument_spec.update(HOST_ARGS)
+    argument_spec.update(CONNECTION_ARGS)
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    try:
+        result = _info.run(module.params, module.run_command)
+    except OverlayError as e:
+        fail(module, e)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from ansible_collections.overlay.vxlan.plugins.module_utils import _allocate, _store
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
+
+
+def test_free_vni_starts_at_256_and_skips_taken():
+    assert _allocate.free_vni(set()) == 256
+    assert _allocate.free_vni({256, 257, 259}) == 258
+
+
+def test_free_vni_exhausted():
+    with pytest.raises(OverlayError, match="no free VNI"):
+        _allocate.free_vni({5, 6}, first=5, last=6)
+
+
+def test_free_addresses_lowest_first_and_reserved_skipped():
+    got = _allocate.free_addresses("192.168.0.0/29", {"192.168.0.1", "192.168.0.3"}, 3)
+    assert [str(i) for i in got] == ["192.168.0.2", "192.168.0.4", "192.168.0.5"]
+
+
+def test_free_addresses_random_choice_stays_free_and_distinct():
+    reserved = {"10.0.0.%d" % i for i in range(1, 200)}
+    got = _allocate.free_addresses("10.0.0.0/24", reserved, 20, randomize=True)
+    assert len(set(got)) == 20
+    assert not {str(i) for i in got} & reserved
+    assert all(ipaddress.ip_address("10.0.0.200") <= i <= ipaddress.ip_address("10.0.0.254") for i in got)
+
+
+def test_free_addresses_exhausted_names_the_field():
+    with pytest.raises(OverlayError) as e:
+        _allocate.free_addresses("10.0.0.0/30", {"10.0.0.1"}, 2)
+    assert e.value.field == "ip"
+    assert "1 free addresses; 2 are needed" in e.value.reason
+
+
+def test_zero_addresses_needs_nothing():
+    assert _allocate.free_addresses("10.0.0.0/30", {"10.0.0.1", "10.0.0.2"}, 0) == []
+
+
+class FakeStore:
+    """Only the transaction outcome matters here: a real Consul is used by the integration tests."""
+
+    def __init__(self, failures):
+        self.failures = failures
+        self.calls = 0
+
+    def txn(self, ops):
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            return [(0, "failed index check")]
+        return None
+
+
+def test_claim_retries_lost_races_with_fresh_state():
+    store = FakeStore(failures=2)
+    reads = []
+
+    def read():
+        reads.append(len(reads))
+        return len(reads)
+
+    def build(state, attempt):
+        return [{"KV": {}}], (state, attempt)
+
+    assert _allocate.claim(store, read, build, "x") == (3, 2)
+    assert store.calls == 3
+
+
+def test_claim_gives_up_with_clear_error(monkeypatch):
+    monkeypatch.setattr(_allocate, "ATTEMPTS", 3)
+    monkeypatch.setattr(_allocate.time, "sleep", lambda s: None)
+    with pytest.raises(OverlayError, match="gave up claiming addresses after 3 attempts"):
+        _allocate.claim(FakeStore(failures=10), lambda: None, lambda s, a: ([{"KV": {}}], None), "addresses")
+
+
+def test_mac_follows_docker_rule():
+    assert _store.mac_for("192.168.0.100") == "02:42:c0:a8:00:64"
+    assert _store.mac_for("172.18.0.2") == "02:42:ac:12:00:02"
+
+
+def test_layout_keys():
+    layout = _store.Layout("/overlay/")
+    assert layout.network("demonet") == "overlay/v1/networks/demonet"
+    assert layout.vni(256) == "overlay/v1/vnis/256"
+    assert layout.ip_claim("ab", "192.168.0.2") == "overlay/v1/ipam/ab/192.168.0.2"
+    assert layout.endpoint("ab", "C0") == "overlay/v1/endpoints/ab/C0"
+    assert layout.gateway_claim("docker0", "172.18.0.2") == "overlay/v1/gateway-ipam/docker0/172.18.0.2"
+    assert _store.Layout.last("overlay/v1/vnis/257") == "257"
+
+
+def test_ids_are_64_hex_and_namespace_derives_from_id():
+    rec = _store.network_record("n", ipaddress.ip_network("10.0.0.0/24"), "10.0.0.1", 256, 1450, 4789, False, "h")
+    assert len(rec["id"]) == 64 and int(rec["id"], 16) >= 0
+    assert _store.overlay_namespace(rec) == "ovl-" + rec["id"][:12]

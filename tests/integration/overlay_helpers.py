@@ -1,0 +1,60 @@
+"""Shared helpers for the overlay tests: the seed's variables, Consul and kernel snapshots."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+DEMONET = {"name": "demonet", "subnet": "192.168.0.0/24"}
+
+
+def seed_vars(networks=None, endpoints=None):
+    return {"networks": networks or [DEMONET], "endpoints": endpoints or {}}
+
+
+def kv(lab, prefix="overlay/"):
+    """Every key under prefix with its decoded JSON value."""
+    _, items = lab.consul_client().kv.get(prefix, recurse=True)
+    return {i["Key"]: json.loads(i["Value"]) if i["Value"] else None for i in items or ()}
+
+
+def ns_exec(host, ns, cmd, check=False):
+    return host.run(["ip", "netns", "exec", ns] + cmd, check=check)
+
+
+def ping(host, ns, target, count=1, wait=2):
+    cmd = ["ping", "-c", str(count), "-W", str(wait), target]
+    return (ns_exec(host, ns, cmd) if ns else host.run(cmd, check=False)).returncode == 0
+
+
+def ping_eventually(host, ns, target, tries=5):
+    # The very first packet may wait for ARP on a fresh bridge; a few tries are enough.
+    return any(ping(host, ns, target, wait=1) for _ in range(tries))
+
+
+def kernel_snapshot(host):
+    """Links (with details), addresses, routes, FDB and neighbours of a host and all its namespaces."""
+    script = ("for n in '' $(ip netns list | cut -d' ' -f1); do echo \"== $n\"; "
+              "p=; [ -n \"$n\" ] && p=\"ip netns exec $n\"; "
+              "$p ip -o -d link show | sed 's/ promiscuity [0-9]*//;s/ allmulti [0-9]*//'; $p ip -o addr show; "
+              "$p ip route show; $p bridge fdb show | grep -v 'master br0\\|master docker_gwbridge' ; "
+              "$p ip neigh show nud permanent; done")
+    # Bridge timers tick on their own; everything else must hold still.
+    return re.sub(r"\b\w+_timer +[\d.]+", "", host.run(["sh", "-c", script]).stdout)
+
+
+def overlay_ns(host):
+    names = [line.split()[0] for line in host.run(["ip", "netns", "list"]).stdout.splitlines()]
+    return [n for n in names if n.startswith("ovl-")]
+
+
+def collection_import_path(collection_path):
+    if collection_path not in sys.path:
+        sys.path.insert(0, collection_path)
+
+
+def run_ok(cmd):
+    return subprocess.run(cmd, capture_output=True, text=True, check=True)

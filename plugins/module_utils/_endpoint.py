@@ -78,8 +78,8 @@ def run(params, check_mode, run_command):
 
 # ------------------------------------------------------------------------------------ present
 
-def validate_items(network, items, existing, claims, underlay):
-    """Every check that needs the store's view, before anything is written."""
+def validate_items(nl, network, items, existing, claims, underlay):
+    """Every check that needs the store's or the kernel's view, before anything is written."""
     net = ipaddress.ip_network(network["subnet"])
     gateway = ipaddress.IPv4Address(network["gateway"])
     wanted = {}
@@ -87,6 +87,12 @@ def validate_items(network, items, existing, claims, underlay):
         if item.ns is None:
             raise OverlayError("is required to attach endpoint %s" % item.name, item.f("namespace"))
         _netns.check_exists(item.ns, item.f("namespace"))
+        ipr = nl.get(item.ns)
+        for option, ifname in (("ifname", item.ifname), ("gateway_ifname", item.gw_ifname)):
+            msg = _links.find(ipr, ifname)
+            if msg is not None and _links.kind(msg) != "veth":
+                raise OverlayError("%s already has a %s device named %s; it will not be replaced"
+                                   % (item.ns.describe(), _links.kind(msg) or "plain", ifname), item.f(option))
         if item.ip_text:
             item.ip = _validate.ipv4_in(item.ip_text, net, item.f("ip"))
             if item.ip == gateway:
@@ -221,7 +227,7 @@ def build_kernel(nl, network, gw, record, ns, apply, default_route):
 
 def attach(nl, store, layout, network, gw, underlay, items, params, check_mode, run_command):
     existing, claims, _ = read_state(store, layout, network, underlay)
-    validate_items(network, items, existing, claims, underlay)
+    validate_items(nl, network, items, existing, claims, underlay)
     _network.check_mtu(network, underlay)
     apply = not check_mode
     actions = []

@@ -39,7 +39,7 @@ def kernel_snapshot(host):
     """Links (with details), addresses, routes, FDB and neighbours of a host and all its namespaces."""
     script = ("for n in '' $(ip netns list | cut -d' ' -f1); do echo \"== $n\"; "
               "p=; [ -n \"$n\" ] && p=\"ip netns exec $n\"; "
-              "$p ip -o -d link show | sed 's/ promiscuity [0-9]*//;s/ allmulti [0-9]*//'; $p ip -o addr show; "
+              "$p ip -o -d link show | sed 's/ promiscuity [0-9]*//;s/ allmulti [0-9]*//'; $p ip -o -4 addr show; $p ip -o -6 addr show scope global; "
               "$p ip route show; $p bridge fdb show | grep -v 'master br0\\|master docker_gwbridge' ; "
               "$p ip neigh show nud permanent; done")
     # Bridge timers tick on their own; everything else must hold still.

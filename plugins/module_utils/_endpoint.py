@@ -45,6 +45,10 @@ def items_from(params):
         if params.get("name"):
             raise OverlayError("give either name (one endpoint) or endpoints (a list), not both", "endpoints")
         raws = [(e, "endpoints[%d]." % i) for i, e in enumerate(params["endpoints"])]
+        for raw, field in raws:
+            if raw.get("network") not in (None, params["network"]):
+                raise OverlayError("is %s, but this task attaches to network %s" % (raw["network"], params["network"]),
+                                   field + "network")
     elif params.get("name"):
         raws = [(dict(name=params["name"], namespace=params.get("namespace"), ip=params.get("ip"),
                       mac=params.get("mac")), "")]

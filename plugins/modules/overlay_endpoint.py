@@ -56,6 +56,7 @@ options:
     elements: dict
     suboptions:
       name: {description: Endpoint name., type: str, required: true}
+      network: {description: "Optional; when given it must equal O(network) (lets one inventory list serve several tasks).", type: str}
       namespace: {description: Target namespace, as for O(namespace)., type: str}
       ip: {description: IPv4 address, as for O(ip)., type: str}
       mac: {description: MAC address, as for O(mac)., type: str}
@@ -152,6 +153,7 @@ from ansible_collections.overlay.vxlan.plugins.module_utils._underlay import HOS
 
 ENDPOINT_OPTIONS = dict(
     name=dict(type="str", required=True),
+    network=dict(type="str"),
     namespace=dict(type="str"),
     ip=dict(type="str"),
     mac=dict(type="str"),

@@ -1,0 +1,85 @@
+#!/usr/bin/python
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: overlay_gateway
+short_description: The host's gateway bridge for overlay endpoints (Docker's docker_gwbridge)
+version_added: 0.1.0
+description:
+  - Ensures the local bridge that gives overlay endpoints a way out, as Docker's C(docker_gwbridge) did
+    a bridge holding the first address of O(subnet), IPv4 forwarding on, masquerade for traffic from O(subnet) that
+    leaves through another interface, and FORWARD rules accepting it and its replies.
+  - Its ports cannot talk to each other (Docker's C(icc=false)); M(overlay.vxlan.overlay_endpoint) isolates each
+    port it adds (the bridge's own port isolation flag, so it holds without br_netfilter).
+  - M(overlay.vxlan.overlay_endpoint) ensures the same bridge by itself; this module lets a role prepare a host ahead.
+author:
+  - overlay.vxlan developers
+requirements:
+  - pyroute2 >= 0.9 on the target host; root; iptables
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+options:
+  name:
+    description: Bridge name.
+    type: str
+    default: docker_gwbridge
+  subnet:
+    description: IPv4 subnet of the bridge.
+    type: str
+    default: 172.18.0.0/16
+"""
+
+EXAMPLES = r"""
+- name: Docker's defaults
+  overlay.vxlan.overlay_gateway:
+
+- name: Another subnet where 172.18/16 is taken
+  overlay.vxlan.overlay_gateway:
+    subnet: 172.31.0.0/16
+"""
+
+RETURN = r"""
+bridge:
+  description: The bridge as it is after the run.
+  returned: always
+  type: dict
+  sample: {name: docker_gwbridge, addresses: [172.18.0.1/16], state: up}
+actions:
+  description: What was changed (or would be, in check mode).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.overlay.vxlan.plugins.module_utils import _gateway, _links, _netns
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError, fail
+
+
+def main():
+    module = AnsibleModule(argument_spec=dict(name=dict(type="str", default=_gateway.DEFAULT_NAME),
+                                              subnet=dict(type="str", default=_gateway.DEFAULT_SUBNET)),
+                           supports_check_mode=True)
+    try:
+        _netns.require_pyroute2()
+        _netns.require_root()
+        gw = _gateway.from_params({"gateway_bridge": module.params["name"], "gateway_subnet": module.params["subnet"]})
+        with _netns.Netlink() as nl:
+            actions = _gateway.ensure(nl, gw, module.run_command, apply=not module.check_mode)
+            ipr = nl.get(_netns.resolve(None, None))
+            bridge = _links.view(ipr, _links.find(ipr, gw.name), None)
+    except OverlayError as e:
+        fail(module, e)
+    module.exit_json(changed=bool(actions), actions=actions, bridge=bridge,
+                     diff={"before": {"actions": []}, "after": {"actions": actions}})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""playbooks/site.yml with the seed inventory converges the cluster in one run, and a second run
+changes nothing: the roles overlay_host and overlay_networks on simulated hosts."""
+from __future__ import annotations
+
+from overlay_helpers import kv, ping_eventually
+from lab import REPO
+
+PLAYBOOKS = REPO / "playbooks"
+
+
+def site_args():
+    return ["-i", str(PLAYBOOKS / "inventory" / "seed.yml"),
+            "-e", "@" + str(PLAYBOOKS / "inventory" / "namespace-lab.yml"),
+            "-e", "overlay_python=" + str(REPO / ".venv" / "bin" / "python")]
+
+
+def test_site_converges_in_one_run_and_is_idempotent(lab_factory):
+    lab = lab_factory(private_dirs=["/etc/sysctl.d"])
+    first = lab.ansible_playbook(str(PLAYBOOKS / "site.yml"), args=site_args()).assert_ok()
+    assert first.changed_count() > 0
+    # Converged after one run: C1 on docker1 reaches C0 on docker0 without another pass.
+    assert ping_eventually(lab.hosts["docker1"], "c1", "192.168.0.100")
+    assert not ping_eventually(lab.hosts["docker1"], None, "192.168.0.100", tries=1)
+    records = kv(lab)
+    assert records["overlay/v1/hosts/docker0"]["vtep"] == "10.0.0.10"
+    assert records["overlay/v1/networks/demonet"]["vni"] == 256
+    sysctl = lab.hosts["docker0"].run(["cat", "/etc/sysctl.d/60-overlay-vxlan.conf"]).stdout
+    assert "net.ipv4.ip_forward = 1" in sysctl
+    second = lab.ansible_playbook(str(PLAYBOOKS / "site.yml"), args=site_args()).assert_ok()
+    assert second.changed_tasks() == []
+    checks = lab.ansible_playbook(str(PLAYBOOKS / "seed_checks.yml"), args=site_args()).assert_ok()
+    assert checks.results("docker1", "Inspect demonet")["in_sync"]
+
+
+def test_removing_an_endpoint_from_the_inventory_detaches_it(lab_factory):
+    lab = lab_factory(private_dirs=["/etc/sysctl.d"])
+    lab.ansible_playbook(str(PLAYBOOKS / "site.yml"), args=site_args()).assert_ok()
+    gone = ["-e", '{"overlay_endpoints": [{"network": "demonet", "name": "C1", "state": "absent"}]}',
+            "--limit", "docker1"]
+    lab.ansible_playbook(str(PLAYBOOKS / "site.yml"), args=site_args() + gone).assert_ok()
+    demonet = kv(lab)["overlay/v1/networks/demonet"]
+    assert "overlay/v1/endpoints/%s/C1" % demonet["id"] not in kv(lab)
+    assert "eth0" not in lab.hosts["docker1"].run(["ip", "netns", "exec", "c1", "ip", "-o", "link"]).stdout

@@ -132,6 +132,12 @@ class Consul:
         _, keys = self._call("listing %s" % prefix, self.client.kv.get, prefix, keys=True)
         return keys or []
 
+    def wait(self, prefix, index, wait):
+        """Block until something under prefix changes after ``index`` (or ``wait`` passes): the new index."""
+        new_index, _ = self._call("watching %s" % prefix, self.client.kv.get, prefix, recurse=True, keys=True,
+                                  index=index, wait=wait)
+        return int(new_index or 0)
+
     def put(self, key, value):
         ok = self._call("writing %s" % key, self.client.kv.put, key, json.dumps(value, sort_keys=True))
         if not ok:

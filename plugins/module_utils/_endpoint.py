@@ -222,7 +222,7 @@ def build_kernel(nl, network, gw, record, ns, apply, default_route):
         more, _, outer_msg = _links.ensure_veth(nl, inner, outer, apply)
         actions += more
         if gw is not None and outer.master == gw.name and outer_msg is not None:
-            actions += _gateway.isolate_port(nl.get(outer.ns), outer_msg["index"], apply, outer.name)
+            actions += _gateway.isolate_port(nl.get(outer.ns), outer_msg, apply, outer.name)
     if gw is not None and default_route and len(pairs) > 1:
         actions += ensure_default_route(nl.get(ns), pairs[1][0].name, gw.router, apply,
                                         "%s in %s" % (record["name"], ns.describe()))

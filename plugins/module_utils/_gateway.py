@@ -86,12 +86,12 @@ def ensure(nl, gw, run_command, apply):
     return actions
 
 
-def isolate_port(ipr, index, apply, where):
-    """No traffic between the bridge's ports: each port is isolated."""
-    info = ipr.brport("show", index=index)
-    isolated = any(m.get("IFLA_PROTINFO") and m.get("IFLA_PROTINFO").get("IFLA_BRPORT_ISOLATED") for m in info)
-    if isolated:
+def isolate_port(ipr, msg, apply, where):
+    """No traffic between the bridge's ports: each port is isolated. The flag comes with the
+    port's own link message (bridge slave data), so no dump of every port is needed."""
+    slave = (msg.get("IFLA_LINKINFO") or {}).get("IFLA_INFO_SLAVE_DATA") or {}
+    if slave.get("IFLA_BRPORT_ISOLATED"):
         return []
     if apply:
-        ipr.brport("set", index=index, isolated=1)
+        ipr.brport("set", index=msg["index"], isolated=1)
     return ["%s: isolate bridge port" % where]

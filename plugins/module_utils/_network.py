@@ -163,7 +163,12 @@ def list_endpoints(store, layout, record):
 
 def absent(nl, store, layout, record, underlay, req, check_mode):
     if record is None:
-        return {"changed": False, "actions": [], "network": None, "diff": {"before": {}, "after": {}}}
+        # Another host removed the record already; this host's part may still be here.
+        actions = []
+        for ns in _overlay_ns.find_by_name(nl, req.name):
+            actions += _overlay_ns.remove_namespace(nl, ns, apply=not check_mode)
+        return {"changed": bool(actions), "actions": actions, "network": None, "kept_in_store": False,
+                "diff": {"before": {"namespaces": [a.split()[2] for a in actions]}, "after": {"namespaces": []}}}
     actions = []
     endpoints = list_endpoints(store, layout, record)
     local = [e["name"] for e in endpoints if e["host"] == underlay.host]

@@ -20,6 +20,41 @@ def namespace(network):
     return _netns.resolve(_store.overlay_namespace(network), "network")
 
 
+def alias(network):
+    """br0's alias: lets a host find its part of a network whose record is already gone."""
+    return "overlay.vxlan network %s %s" % (network["name"], network["id"])
+
+
+def find_by_name(nl, name):
+    """Overlay namespaces on this host whose br0 says they belong to network ``name``."""
+    found = []
+    for ns_name in _netns.list_named():
+        if not ns_name.startswith("ovl-"):
+            continue
+        ns = _netns.resolve(ns_name, "name")
+        if not _netns.is_netns(ns.path):
+            continue
+        br = _links.find(nl.get(ns), BRIDGE)
+        text = (br.get("IFLA_IFALIAS") or "") if br is not None else ""
+        if text.startswith("overlay.vxlan network %s " % name):
+            found.append(ns)
+    return found
+
+
+def _holders_of_vni(nl, vni, port):
+    """Overlay namespaces on this host whose vxlan0 already uses ``vni`` on ``port``."""
+    holders = []
+    for ns_name in _netns.list_named():
+        ns = _netns.resolve(ns_name, "name")
+        if not _netns.is_netns(ns.path):
+            continue
+        vx = _links.find(nl.get(ns), VXLAN)
+        data = _links.info_data(vx) if vx is not None else {}
+        if data.get("IFLA_VXLAN_ID") == vni and data.get("IFLA_VXLAN_PORT") == port:
+            holders.append(ns_name)
+    return holders
+
+
 def vxlan_settings(network):
     """The vxlan0 attributes we own, as the kernel reports them (for comparison) and takes them."""
     return {
@@ -78,6 +113,10 @@ def ensure(nl, network, apply):
     br_spec = _links.LinkSpec(ns, BRIDGE, "network", mtu=network["mtu"], addresses=[gateway], up=True)
     if br is not None:
         actions += _links.ensure_attributes(ipr, br, br_spec, apply)
+        if br.get("IFLA_IFALIAS") != alias(network):
+            actions.append("%s: label %s with network %s" % (ns.spec, BRIDGE, network["name"]))
+            if apply:
+                ipr.link("set", index=br["index"], ifalias=alias(network))
 
     vx = _links.find(ipr, VXLAN)
     if vx is not None and not _vxlan_matches(vx, network):
@@ -106,8 +145,11 @@ def _create_vxlan(nl, ns, network):
         host.link("add", ifname=temp, kind="vxlan", vxlan_id=network["vni"], vxlan_port=network["port"],
                   vxlan_learning=0, vxlan_proxy=1, vxlan_l2miss=1, vxlan_l3miss=1)
     except _netns.NetlinkError as e:
-        raise OverlayError("the kernel refused to create the vxlan device (vni %d, port %d): %s"
-                           % (network["vni"], network["port"], e))
+        holders = _holders_of_vni(nl, network["vni"], network["port"])
+        hint = ("; overlay namespace %s on this host already holds it (left by a network removed from "
+                "Consul? delete it with ip netns del)" % ", ".join(holders)) if holders else ""
+        raise OverlayError("the kernel refused to create the vxlan device (vni %d, port %d): %s%s"
+                           % (network["vni"], network["port"], e, hint))
     index = _links.find(host, temp)["index"]
     with _links.NamespaceFd(ns) as fd:
         host.link("set", index=index, net_ns_fd=fd, ifname=VXLAN)
@@ -116,8 +158,10 @@ def _create_vxlan(nl, ns, network):
 
 def remove(nl, network, apply):
     ns = namespace(network)
-    if not ns.exists():
-        return []
+    return remove_namespace(nl, ns, apply) if ns.exists() else []
+
+
+def remove_namespace(nl, ns, apply):
     if apply:
         nl.forget(ns)
         _netns.delete_named(ns.spec)

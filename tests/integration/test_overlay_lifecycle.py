@@ -69,3 +69,18 @@ def test_network_absent_keeps_the_record_while_endpoints_remain_anywhere(lab_fac
     assert not ping(d0, "a0", "198.51.100.1", wait=1)
     again = lab.ansible_playbook(SEED, extra_vars=forced, limit="docker0").assert_ok()
     assert again.changed_tasks() == []
+
+
+def test_both_hosts_leave_even_after_the_record_is_gone(lab_factory):
+    # Whichever host removes the record first, the other must still remove its own part: it finds
+    # it by br0's label, and a later network can reuse the VNI on both hosts.
+    lab = lab_factory()
+    lab.ansible_playbook(SEED, extra_vars=seed_vars([NET], {})).assert_ok()
+    assert all(overlay_ns(h) for h in (lab.hosts["docker0"], lab.hosts["docker1"]))
+    run = lab.ansible_playbook(SEED, extra_vars=seed_vars([dict(name="life", state="absent")], {})).assert_ok()
+    assert {h for h, t in run.changed_tasks() if t == "Networks"} == {"docker0", "docker1"}
+    assert overlay_ns(lab.hosts["docker0"]) == [] and overlay_ns(lab.hosts["docker1"]) == []
+    assert "overlay/v1/networks/life" not in kv(lab)
+    again = dict(NET, name="life2", subnet="10.61.0.0/24")
+    lab.ansible_playbook(SEED, extra_vars=seed_vars([again], {})).assert_ok()
+    assert kv(lab)["overlay/v1/networks/life2"]["vni"] == 256

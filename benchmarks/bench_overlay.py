@@ -370,6 +370,45 @@ class Bench:
                            for k in ("total_s", "playbook_s", "ping_s", "floor_playbook_s")},
                 "median_task_s": {k: median([r["tasks"][k] for r in runs if k in r["tasks"]]) for k in keys}}
 
+    # -------------------------------------------------------------------- 2b. join with the peers service
+    def bench_join(self) -> dict:
+        """Docker's `docker run` -> first ping from the other host, with the peers service running on B.
+
+        The network already exists on both hosts (as Docker's does before `docker run`); one endpoint is
+        attached on A, and B learns it from Consul through the peers service, without an Ansible run."""
+        log(f"2b. join: attach one endpoint on {A}, ping it from {B} (peers service on {B}), {BRINGUP_REPEATS}x")
+        net = {"name": "join", "subnet": "10.80.0.0/24"}
+        self.lab.hosts[B].add_netns("jb")
+        self.playbook(SEED, {"networks": [net],
+                             "endpoints": {B: [{"network": "join", "endpoints": [{"name": "JB", "namespace": "jb"}]}]}})
+        hb = self.lab.hosts[B]
+        watcher = self.lab._spawn("peers", hb.name, hb.nsenter_cmd() + [
+            "env", "PYTHONPATH=" + self.collections_path, str(PY), "-m",
+            "ansible_collections.overlay.vxlan.plugins.module_utils._watch",
+            "--host", B, "--vtep", "eth0", "--consul-host", self.consul_ip])
+        runs = []
+        try:
+            for i in range(1, BRINGUP_REPEATS + 1):
+                ns, ip = f"ja{i}", f"10.80.0.{10 + i}"
+                self.lab.hosts[A].add_netns(ns)
+                args = dict(self.common_args(A), network="join", name=f"JA{i}", namespace=ns, ip=ip)
+                t0 = time.monotonic()
+                direct = self.module_direct(A, "overlay_endpoint", args)
+                t1 = time.monotonic()
+                attempts = 0
+                while not self.ping_once(B, "jb", ip, wait="0.2"):
+                    attempts += 1
+                    if time.monotonic() - t1 > PING_LOOP_LIMIT:
+                        raise RuntimeError(f"join {i}: no ping answered within {PING_LOOP_LIMIT}s")
+                t2 = time.monotonic()
+                runs.append({"total_s": t2 - t0, "attach_s": t1 - t0, "module_main_s": direct.get("main_s"),
+                             "ping_s": t2 - t1, "failed_pings": attempts})
+                log(f"   JA{i}: attach {t1 - t0:.2f}s + first ping from {B} after {t2 - t1:.3f}s "
+                    f"({attempts} failed) = {t2 - t0:.2f}s")
+        finally:
+            self.lab._stop_procs([watcher])
+        return {"runs": runs, "median": {k: median([r[k] for r in runs]) for k in ("total_s", "attach_s", "ping_s")}}
+
     # -------------------------------------------------------------------- micro-benchmarks
     def micro(self) -> dict:
         """benchmarks/micro_netlink.py inside docker1 (its private /run/netns, namespaces it removes)."""
@@ -567,6 +606,16 @@ def report(r: dict) -> str:
             L.append("   NOTE: overlay_network state=absent left overlay namespaces behind (removed by hand): "
                      + "; ".join(f"{n}: {lk}" for n, lk in leaks))
         L.append("-" * 96)
+    j = r.get("join")
+    if j:
+        L.append(f"2b. Join (Docker's docker run -> ping from the other host): network already on both hosts, peers "
+                 f"service on {B}; attach one endpoint on {A} (module main(), no SSH), ping from {B}")
+        for run in j["runs"]:
+            L.append(f"   attach {run['attach_s']:.2f} s + first answer {run['ping_s']:.3f} s after it "
+                     f"({run['failed_pings']} failed) = {run['total_s']:.2f} s")
+        L.append(f"   median {fmt_s(j['median']['total_s'])} (attach {fmt_s(j['median']['attach_s'])}, then "
+                 f"{j['median']['ping_s']:.3f} s to the first answer)   | Docker: ~{DOCKER['run_to_first_ping_s']:.1f} s")
+        L.append("-" * 96)
     if t:
         L.append(f"3. TCP throughput, iperf3 single stream {IPERF_SECONDS} s, {IPERF_REPEATS} repeats, interleaved")
         L.append(f"   overlay  {t['overlay']}: " + ", ".join(f"{x / 1e9:.2f}" for x in t["overlay_bps"])
@@ -595,14 +644,14 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the lab's work directory (logs, playbook runs)")
     ap.add_argument("--collections-path", help="use this installed collections path instead of building one")
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile run of the 50-endpoint attach")
-    ap.add_argument("--only", choices=["attach", "bringup", "iperf", "micro"], action="append",
+    ap.add_argument("--only", choices=["attach", "bringup", "join", "iperf", "micro"], action="append",
                     help="run only these parts (iperf needs attach); default: all")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
     if not shutil.which("iperf3"):
         sys.exit("iperf3 missing: apt-get install -y iperf3 (scripts/setup.sh installs it)")
-    only = set(a.only or ["attach", "bringup", "iperf", "micro"])
+    only = set(a.only or ["attach", "bringup", "join", "iperf", "micro"])
     if "iperf" in only:
         only.add("attach")
 
@@ -623,6 +672,8 @@ def main() -> int:
         bench = Bench(lab, work, cpath, profile=not a.no_profile)
         if "bringup" in only:
             r["bringup"] = bench.bench_bringup()      # first: hosts as fresh as docker run's
+        if "join" in only:
+            r["join"] = bench.bench_join()
         if "attach" in only:
             r["attach50"] = bench.bench_attach()
         if "iperf" in only:
@@ -657,6 +708,10 @@ METHODS = {
     "bringup": "tests/integration/playbooks/overlay_seed.yml (Networks, Endpoints, Peers on both hosts), wall clock "
                "from before ansible-playbook until the first ping -c1 -W0.2 from docker1's container to "
                "docker0's answers; namespaces pre-created; fresh network per repeat, removed afterwards",
+    "join": "the network exists on both hosts and the peers service (module_utils/_watch.py) runs on docker1; "
+            "overlay_endpoint's main() runs on docker0 (module_driver.py, no SSH: like the docker CLI talking to "
+            "dockerd), then ping -c1 -W0.2 from docker1's container until it answers; wall clock from before the "
+            "attach to the first answer",
     "throughput": "iperf3 -c -t 5 -J (single stream); receiver-side bits/s; server iperf3 -s -1 started per run",
 }
 

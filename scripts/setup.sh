@@ -72,4 +72,18 @@ else
     log "consul: ok"
 fi
 "$CACHE/bin/consul" version | head -n1 | sed 's/^/[setup] /'
+
+# --- 4. wheels of the target hosts' Python dependencies --------------------------
+# Hosts without internet (the lab's VMs) get pyroute2 and py-consul from these, pushed by the
+# overlay_host role (overlay_python_install: wheels). Debian 12's Python is 3.11.
+req_hash="$(sha256sum "$REPO/requirements-target.txt" | cut -c1-16)"
+if [[ "$(cat "$CACHE/wheels/.req-hash" 2>/dev/null)" != "$req_hash" ]]; then
+    log "downloading target wheels into .cache/wheels"
+    rm -rf "$CACHE/wheels" && mkdir -p "$CACHE/wheels"
+    pip_q download -d "$CACHE/wheels" -r "$REPO/requirements-target.txt" \
+        --only-binary=:all: --python-version 3.11 --platform manylinux2014_x86_64 --implementation cp
+    echo "$req_hash" > "$CACHE/wheels/.req-hash"
+else
+    log "target wheels: ok"
+fi
 log "done"

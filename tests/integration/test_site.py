@@ -32,12 +32,24 @@ def test_site_converges_in_one_run_and_is_idempotent(lab_factory):
     assert checks.results("docker1", "Inspect demonet")["in_sync"]
 
 
-def test_removing_an_endpoint_from_the_inventory_detaches_it(lab_factory):
-    lab = lab_factory(private_dirs=["/etc/sysctl.d"])
-    lab.ansible_playbook(str(PLAYBOOKS / "site.yml"), args=site_args()).assert_ok()
+def wheels_args():
+    # The modules' dependencies come from wheels pushed by the controller into a venv of the
+    # host's own (system) Python, as on hosts without internet.
+    return ["-i", str(PLAYBOOKS / "inventory" / "seed.yml"),
+            "-e", "@" + str(PLAYBOOKS / "inventory" / "namespace-lab.yml"),
+            "-e", "overlay_python_install=wheels", "-e", "overlay_wheels_src=" + str(REPO / ".cache" / "wheels")]
+
+
+def test_wheels_from_the_controller_and_detaching_through_the_inventory(lab_factory):
+    lab = lab_factory(private_dirs=["/etc/sysctl.d", "/opt/overlay-vxlan"])
+    lab.ansible_playbook(str(PLAYBOOKS / "site.yml"), args=wheels_args()).assert_ok()
+    venv_python = "/opt/overlay-vxlan/venv/bin/python"
+    probe = lab.hosts["docker0"].run([venv_python, "-c", "import pyroute2, consul; print(pyroute2.__version__)"])
+    assert probe.stdout.startswith("0.9.")
+    assert ping_eventually(lab.hosts["docker1"], "c1", "192.168.0.100")
     gone = ["-e", '{"overlay_endpoints": [{"network": "demonet", "name": "C1", "state": "absent"}]}',
             "--limit", "docker1"]
-    lab.ansible_playbook(str(PLAYBOOKS / "site.yml"), args=site_args() + gone).assert_ok()
+    lab.ansible_playbook(str(PLAYBOOKS / "site.yml"), args=wheels_args() + gone).assert_ok()
     demonet = kv(lab)["overlay/v1/networks/demonet"]
     assert "overlay/v1/endpoints/%s/C1" % demonet["id"] not in kv(lab)
     assert "eth0" not in lab.hosts["docker1"].run(["ip", "netns", "exec", "c1", "ip", "-o", "link"]).stdout

@@ -10,7 +10,7 @@ VENV="$REPO/.venv"
 LOGDIR="$REPO/tests/output/test-sh"
 
 # Order matters only for the output; add new layers here AND as a function below.
-ALL_LAYERS=(unit integration)   # lead: add "sanity" "lint" once they exist
+ALL_LAYERS=(unit integration sanity lint)
 
 PASSED=0 FAILED=0 SKIPPED=0     # test counts summed over the pytest layers
 
@@ -46,14 +46,18 @@ layer_integration() {
     run_pytest tests/integration
 }
 
-# ---- LEAD: add layers here, e.g. -------------------------------------------------
-# layer_sanity() {
-#     # ansible-test needs the tree at .../ansible_collections/overlay/vxlan
-#     (cd "$COLLECTION_ROOT" && "$VENV/bin/ansible-test" sanity --python 3.11 ...)
-# }
-# layer_lint() {
-#     "$VENV/bin/ansible-lint"
-# }
+# ---- sanity and lint -------------------------------------------------------------
+layer_sanity() {
+    # ansible-test sanity --venv on a copy at .../ansible_collections/overlay/vxlan (see the script).
+    "$REPO/scripts/sanity.sh" 2>&1 | tee "$LOGDIR/$CURRENT_LAYER.log"
+    return "${PIPESTATUS[0]}"
+}
+
+layer_lint() {
+    # ansible-lint, production profile; configuration and excluded paths in .ansible-lint.
+    PATH="$VENV/bin:$PATH" "$VENV/bin/ansible-lint" --nocolor 2>&1 | tee "$LOGDIR/$CURRENT_LAYER.log"
+    return "${PIPESTATUS[0]}"
+}
 # -----------------------------------------------------------------------------------
 
 # elapsed START [END]: seconds since START ($EPOCHREALTIME values), e.g. "12.3s"

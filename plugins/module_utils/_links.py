@@ -12,7 +12,7 @@ import ipaddress
 import os
 
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
-from ansible_collections.overlay.vxlan.plugins.module_utils._netns import NetlinkError
+from ansible_collections.overlay.vxlan.plugins.module_utils._netns import NetlinkError, same_namespace
 
 IFF_UP = 0x1
 
@@ -160,7 +160,10 @@ def ensure_attributes(ipr, msg, spec, apply):
         for iface in sorted(have - want, key=str):
             actions.append("%s: remove address %s" % (where, iface))
             if apply:
-                ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                _del_address(ipr, index, iface)
+        if apply and have - want:
+            # Removing a primary IPv4 address takes the secondaries of its subnet with it.
+            have = set(addresses(ipr, index))
         for iface in sorted(want - have, key=str):
             actions.append("%s: add address %s" % (where, iface))
             if apply:
@@ -170,6 +173,14 @@ def ensure_attributes(ipr, msg, spec, apply):
         if is_up != spec.up:
             act("set %s" % ("up" if spec.up else "down"), state="up" if spec.up else "down")
     return actions
+
+
+def _del_address(ipr, index, iface):
+    try:
+        ipr.addr("del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+    except NetlinkError as e:
+        if e.code != errno.EADDRNOTAVAIL:  # already gone with its primary address
+            raise
 
 
 def _add_address(ipr, index, iface):
@@ -204,21 +215,49 @@ class NamespaceFd:
 
 # ---------------------------------------------------------------------------- veth pairs
 
+def veth_end(ipr, spec):
+    """The veth named ``spec.name`` or None; refuses any other kind of device under that name."""
+    msg = find(ipr, spec.name)
+    if msg is not None and kind(msg) != "veth":
+        raise OverlayError(
+            "a %s device named %s already exists in %s; it is not a veth end and will not be replaced"
+            % (kind(msg) or "plain", spec.name, spec.ns.describe()), spec.f("name"))
+    return msg
+
+
 def veth_pair_state(nl, a, b):
     """Read both ends; refuse non-veth devices in the way. Returns (msg_a, msg_b, paired)."""
-    ipr_a, ipr_b = nl.get(a.ns), nl.get(b.ns)
-    la, lb = find(ipr_a, a.name), find(ipr_b, b.name)
-    for spec, msg in ((a, la), (b, lb)):
-        if msg is not None and kind(msg) != "veth":
-            raise OverlayError(
-                "a %s device named %s already exists in %s; it is not a veth end and will not be replaced"
-                % (kind(msg) or "plain", spec.name, spec.ns.describe()), spec.f("name"))
-    # Ends are a pair when each names the other as its link; across namespaces the kernel
-    # also reports the peer's netnsid, within one namespace it does not.
-    paired = (la is not None and lb is not None
-              and la.get("IFLA_LINK") == lb["index"] and lb.get("IFLA_LINK") == la["index"]
-              and (la.get("IFLA_LINK_NETNSID") is None) == (a.ns == b.ns))
-    return la, lb, paired
+    la, lb = veth_end(nl.get(a.ns), a), veth_end(nl.get(b.ns), b)
+    return la, lb, is_pair(nl, a, la, b, lb)
+
+
+NETNSID_NONE = 0xFFFFFFFF  # NETNSA_NSID_NOT_ASSIGNED as the kernel reports it
+
+
+def _netnsid(ipr, other):
+    """The id under which the namespace of ``ipr`` knows ``other`` (None when it has none)."""
+    with NamespaceFd(other) as fd:
+        info = ipr.get_netnsid(fd=fd) or {}
+    nsid = info.get("nsid")
+    return None if nsid in (None, NETNSID_NONE, -1) else nsid
+
+
+def is_pair(nl, a, la, b, lb):
+    """True when the veths ``la`` (of spec ``a``) and ``lb`` (of ``b``) are each other's peer.
+
+    Each names the other's ifindex as its link; ifindexes are per namespace, so across
+    namespaces each end's IFLA_LINK_NETNSID must also be the id its namespace gives the
+    other's (within one namespace there is none). Indexes alone match by chance easily:
+    every fresh namespace numbers its first device 2.
+    """
+    if (la is None or lb is None
+            or la.get("IFLA_LINK") != lb["index"] or lb.get("IFLA_LINK") != la["index"]):
+        return False
+    if same_namespace(a.ns, b.ns):
+        return la.get("IFLA_LINK_NETNSID") is None and lb.get("IFLA_LINK_NETNSID") is None
+    return (la.get("IFLA_LINK_NETNSID") is not None
+            and la.get("IFLA_LINK_NETNSID") == _netnsid(nl.get(a.ns), b.ns)
+            and lb.get("IFLA_LINK_NETNSID") == _netnsid(nl.get(b.ns), a.ns))
 
 
 def ensure_veth(nl, a, b, apply):
@@ -279,7 +318,7 @@ def remove_veth(nl, a, b, apply):
         msg = find(nl.get(spec.ns), spec.name) if spec.ns.exists() else None
         if msg is not None and kind(msg) == "veth":
             found.append((spec, msg))
-    if len(found) == 2 and found[0][1].get("IFLA_LINK") == found[1][1]["index"]:
+    if len(found) == 2 and is_pair(nl, a, found[0][1], b, found[1][1]):
         found = found[:1]  # deleting one end of a pair deletes the other
     actions = []
     for spec, msg in found:

@@ -67,6 +67,8 @@ def interface_addresses(values, field):
     seen = {}
     for value in values:
         iface = interface_address(value, field)
+        if iface.version == 6 and iface.ip.is_link_local:
+            raise OverlayError("%s is an IPv6 link-local address; those are left to the kernel" % iface, field)
         if iface.ip in seen:
             raise OverlayError("address %s is listed twice" % iface.ip, field)
         seen[iface.ip] = iface

@@ -7,11 +7,14 @@ from ansible_collections.overlay.vxlan.plugins.module_utils import _links, _netn
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 
+IPV6_MIN_MTU = 1280
+
+
 def _end_spec(params, field, up, default_mtu=None):
     prefix = field + "." if field else ""
     ns = _netns.resolve(params.get("namespace"), prefix + "namespace")
     mtu = params.get("mtu")
-    return _links.LinkSpec(
+    spec = _links.LinkSpec(
         ns=ns,
         name=_validate.ifname(params["name"], prefix + "name"),
         field=field,
@@ -21,6 +24,11 @@ def _end_spec(params, field, up, default_mtu=None):
         master=params.get("master"),
         up=up,
     )
+    if spec.mtu is not None and spec.mtu < IPV6_MIN_MTU and any(a.version == 6 for a in spec.addresses or ()):
+        # The kernel disables IPv6 on a link whose MTU is below 1280 and refuses its addresses.
+        raise OverlayError("IPv6 addresses need an MTU of at least %d; the MTU is %d" % (IPV6_MIN_MTU, spec.mtu),
+                           prefix + "addresses")
+    return spec
 
 
 def _validate_environment(nl, specs, present, create, check_mode):
@@ -29,12 +37,13 @@ def _validate_environment(nl, specs, present, create, check_mode):
     for spec in specs:
         if not present and not spec.ns.exists():
             continue
-        if _netns.check_exists(spec.ns, spec.f("namespace"), create=create and present, check_mode=True):
+        if (_netns.check_exists(spec.ns, spec.f("namespace"), create=create and present, check_mode=True)
+                and spec.ns not in created):
             created.append(spec.ns)
     if not present:
         return created
     a, b = specs
-    if a.ns == b.ns and a.name == b.name:
+    if a.name == b.name and _netns.same_namespace(a.ns, b.ns):
         raise OverlayError("both ends are named %s in %s" % (a.name, a.ns.describe()), "peer.name")
     for spec in specs:
         if spec.master and spec.ns not in created:
@@ -42,8 +51,9 @@ def _validate_environment(nl, specs, present, create, check_mode):
         elif spec.master:
             raise OverlayError("bridge %s cannot exist in namespace %s, which is about to be created"
                                % (spec.master, spec.ns.spec), spec.f("master"))
-    if a.ns not in created and b.ns not in created:
-        _links.veth_pair_state(nl, a, b)  # raises on a non-veth device under either name
+    for spec in specs:
+        if spec.ns not in created:
+            _links.veth_end(nl.get(spec.ns), spec)  # raises on a non-veth device under that name
     return created
 
 

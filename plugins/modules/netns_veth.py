@@ -11,11 +11,13 @@ version_added: 0.1.0
 description:
   - Ensures a veth pair whose two ends live in given network namespaces (the host namespace when omitted),
     with the MTU, MAC, addresses, bridge master and up/down state given for each end.
-  - Repairs drift: a wrong MTU, MAC or address set, a lost or wrong master, an end set down, an end moved
-    to another namespace or a stray veth under one of the names are all put back.
+  - "Repairs drift: a wrong MTU, MAC or address set, a lost or wrong master, an end set down, an end moved
+    to another namespace or a stray veth under one of the names are all put back."
   - Talks netlink through pyroute2; never runs C(ip).
 author:
-  - overlay.vxlan developers
+  - overlay.vxlan developers (@overlay-vxlan)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 requirements:
   - pyroute2 >= 0.9 on the target host
   - root (CAP_NET_ADMIN) on the target host
@@ -24,6 +26,8 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: linux
 options:
   name:
     description: Name of the first end (at most 15 characters, no whitespace, V(/), V(:) or V(%)).
@@ -44,6 +48,7 @@ options:
     description:
       - IPv4 and IPv6 addresses with prefix length for the first end. When given, the end holds exactly these
         (the kernel's own IPv6 link-local address is left alone). Omit to leave addresses as they are.
+      - IPv6 link-local addresses cannot be given, and IPv6 addresses need an MTU of at least 1280.
     type: list
     elements: str
   master:
@@ -125,15 +130,34 @@ end:
   returned: always
   type: dict
   contains:
-    namespace: {description: Namespace as given (null for the host)., type: str}
-    name: {description: Interface name., type: str}
-    ifindex: {description: Interface index inside its namespace (null in check mode before creation)., type: int}
-    kind: {description: Link kind (veth)., type: str}
-    mac: {description: MAC address., type: str}
-    mtu: {description: MTU., type: int}
-    state: {description: up or down (administrative)., type: str}
-    master: {description: Bridge it is enslaved to, or null., type: str}
-    addresses: {description: Addresses with prefix length, without IPv6 link-local., type: list, elements: str}
+    namespace:
+      description: Namespace as given (null for the host).
+      type: str
+    name:
+      description: Interface name.
+      type: str
+    ifindex:
+      description: Interface index inside its namespace (null in check mode before creation).
+      type: int
+    kind:
+      description: Link kind (veth).
+      type: str
+    mac:
+      description: MAC address.
+      type: str
+    mtu:
+      description: MTU.
+      type: int
+    state:
+      description: V(up) or V(down) (administrative).
+      type: str
+    master:
+      description: Bridge it is enslaved to, or null.
+      type: str
+    addresses:
+      description: Addresses with prefix length, without IPv6 link-local ones.
+      type: list
+      elements: str
   sample: {namespace: c0, name: eth0, ifindex: 12, kind: veth, mac: "02:42:c0:a8:00:64", mtu: 1450,
            state: up, master: null, addresses: [192.168.0.100/24]}
 peer:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark of overlay.vxlan on the simulated multi-host lab (tests/integration/lab).
 
 A benchmark, not a test: it prints figures (and writes them to benchmarks/results/latest.json)
@@ -39,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lab import REPO, Lab, LabError  # tests/integration/lab
+from lab import REPO, Lab  # tests/integration/lab
 
 BENCH = Path(__file__).resolve().parent
 PLAYBOOKS = BENCH / "playbooks"
@@ -101,7 +100,7 @@ def cpu_share(seconds: float = 0.5) -> float:
 def machine_info() -> dict:
     def out(cmd):
         try:
-            return subprocess.run(cmd, capture_output=True, text=True).stdout.strip()
+            return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
         except OSError:
             return None
 
@@ -213,9 +212,9 @@ class Bench:
 
     def endpoint_records(self, network):
         client = self.lab.consul_client()
-        _, net = client.kv.get(f"overlay/v1/networks/{network}")
+        _index, net = client.kv.get(f"overlay/v1/networks/{network}")
         net_id = json.loads(net["Value"])["id"]
-        _, items = client.kv.get(f"overlay/v1/endpoints/{net_id}/", recurse=True)
+        _index, items = client.kv.get(f"overlay/v1/endpoints/{net_id}/", recurse=True)
         return {json.loads(i["Value"])["name"]: json.loads(i["Value"]) for i in items or ()}
 
     # -------------------------------------------------------------------- 1. attach 50
@@ -236,8 +235,8 @@ class Bench:
         ev = {"target": A, "network": "bench50", "endpoints": endpoints}
 
         # Fixed costs, right before the real runs (SSH ControlPersist master is warm from the seed run).
-        noop_walls = [self.playbook(PLAYBOOKS / "noop.yml", ev)[1] for _ in range(3)]
-        _, _, ping_rec = self.playbook(PLAYBOOKS / "ping_module.yml", {"target": A})
+        noop_walls = [self.playbook(PLAYBOOKS / "noop.yml", ev)[1] for _run in range(3)]
+        _result, _wall, ping_rec = self.playbook(PLAYBOOKS / "ping_module.yml", {"target": A})
         res["noop_playbook_wall_s"] = median(noop_walls)
         res["noop_playbook_walls_s"] = noop_walls
         res["trivial_module_task_s"] = self.task_time(ping_rec, "Ping module", A)
@@ -253,7 +252,7 @@ class Bench:
             if i == 0:
                 res["ping"] = self.reachability(names)
             if i < ATTACH_REPEATS - 1:
-                _, _, drec = self.playbook(PLAYBOOKS / "attach.yml", dict(ev, state="absent"))
+                _result, _wall, drec = self.playbook(PLAYBOOKS / "attach.yml", dict(ev, state="absent"))
                 runs[-1]["detach_task_s"] = self.task_time(drec, "Attach", A)
         tasks = [r["task_s"] for r in runs]
         res["ansible"] = {
@@ -270,7 +269,7 @@ class Bench:
         log("   module_driver: (detach, attach) x3, idempotent re-run, profiled attach")
         direct_args = dict(self.common_args(A), network="bench50", endpoints=endpoints)
         det, att = [], []
-        for _ in range(ATTACH_REPEATS):
+        for _run in range(ATTACH_REPEATS):
             det.append(self.module_direct(A, "overlay_endpoint", dict(direct_args, state="absent")))
             att.append(self.module_direct(A, "overlay_endpoint", direct_args))
         again = self.module_direct(A, "overlay_endpoint", direct_args)
@@ -306,7 +305,7 @@ class Bench:
 
     def reachability(self, names) -> dict:
         """Peers sync on docker1, then ping every endpoint from P1 there."""
-        _, _, peers_rec = self.playbook(PLAYBOOKS / "peers.yml", {"target": B, "network": "bench50"})
+        _result, _wall, peers_rec = self.playbook(PLAYBOOKS / "peers.yml", {"target": B, "network": "bench50"})
         records = self.endpoint_records("bench50")
         ips = [records[n.upper()]["ip"] for n in names]
         t0 = time.monotonic()
@@ -332,9 +331,9 @@ class Bench:
                   "endpoints": {A: [{"network": name, "endpoints": [{"name": f"A{i}", "namespace": ns_a, "ip": ip_a}]}],
                                 B: [{"network": name, "endpoints": [{"name": f"B{i}", "namespace": ns_b, "ip": ip_b}]}]}}
             # The same playbook shape with a trivial module, right before: ansible's own share.
-            _, floor_wall, _ = self.playbook(PLAYBOOKS / "floor3.yml", ev)
+            _result, floor_wall, _rec = self.playbook(PLAYBOOKS / "floor3.yml", ev)
             t0 = time.monotonic()
-            _, wall, rec = self.playbook(SEED, ev)
+            _result, wall, rec = self.playbook(SEED, ev)
             t1 = time.monotonic()
             attempts, ok = 0, False
             while True:
@@ -355,7 +354,7 @@ class Bench:
             log(f"   {name}: total {run['total_s']:.2f}s = playbook {run['playbook_s']:.2f}s + "
                 f"ping {run['ping_s']:.3f}s ({attempts} attempt(s))")
             t3 = time.monotonic()
-            td, _, _ = self.playbook(PLAYBOOKS / "teardown.yml", ev)
+            td, _wall, _rec = self.playbook(PLAYBOOKS / "teardown.yml", ev)
             run["teardown_s"] = time.monotonic() - t3
             run["teardown_network_absent_changed"] = {
                 h: self.last_result(td, h, "Networks absent") for h in (A, B)}
@@ -556,7 +555,7 @@ def report(r: dict) -> str:
                  f"(best {fmt_s(an['task_s_callback_best'])} = {an['per_endpoint_s_callback_best'] * 1000:.1f} ms)")
         L.append(f"       | Docker: {DOCKER['attach_total_s']:.2f} s = {DOCKER['attach_per_endpoint_s'] * 1000:.0f} ms/container "
                  f"(50 sequential docker run)")
-        L.append(f"   runs: " + ", ".join(f"{r['task_s']:.2f} s" for r in an["runs"])
+        L.append("   runs: " + ", ".join(f"{r['task_s']:.2f} s" for r in an["runs"])
                  + f"; cross-check: median playbook wall - no-op playbook wall ({fmt_s(a['noop_playbook_wall_s'])}) = "
                  f"{fmt_s(an['task_s_wall_minus_noop'])}; a trivial ansible.builtin.ping task: "
                  f"{fmt_s(a['trivial_module_task_s'])}; detach 50 task: {fmt_s(an['detach_task_s'])}")
@@ -640,7 +639,7 @@ def report(r: dict) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     ap.add_argument("--keep", action="store_true", help="keep the lab's work directory (logs, playbook runs)")
     ap.add_argument("--collections-path", help="use this installed collections path instead of building one")
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile run of the 50-endpoint attach")

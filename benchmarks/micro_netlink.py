@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Micro-benchmarks behind the suggestions in benchmarks/README.md (pyroute2 costs the modules pay).
 
     .venv/bin/python benchmarks/micro_netlink.py      (bench_overlay.py runs it inside a lab host)
@@ -54,7 +53,7 @@ def setns_iproute(path):
 
 def timed(fn, n):
     out = []
-    for _ in range(n):
+    for _run in range(n):
         t = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t)
@@ -106,7 +105,7 @@ def main():
         ipr.close()
     finally:
         for n in reversed(names):
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+            subprocess.run(["ip", "netns", "del", n], capture_output=True, check=False)
     print(json.dumps(res, indent=1))
     return res
 

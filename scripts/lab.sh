@@ -20,7 +20,7 @@ for arg in "$@"; do
 done
 
 if [ -n "$down" ]; then
-  [ -x lab/vm/down.sh ] && lab/vm/down.sh || true
+  if [ -x lab/vm/down.sh ]; then lab/vm/down.sh || true; fi
   PYTHONPATH=tests/integration .venv/bin/python -c 'from lab import cleanup_stale; print(cleanup_stale(include_detached=True) if "include_detached" in cleanup_stale.__code__.co_varnames else cleanup_stale())'
   exit 0
 fi

@@ -41,7 +41,7 @@ def main():
             t0 = time.monotonic()
             result = lab.ansible_playbook(str(REPO / "playbooks" / playbook), args=common)
             print("\n===== %s: rc=%d, %d changed, %.1f s" % (name, result.rc, result.changed_count(),
-                                                              time.monotonic() - t0), flush=True)
+                                                             time.monotonic() - t0), flush=True)
             print(result.stdout[-12000:] if playbook == "seed_checks.yml" or result.rc else result.stdout[-1500:])
             if result.rc != 0:
                 print(result.stderr[-3000:], file=sys.stderr)

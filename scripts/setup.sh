@@ -62,7 +62,7 @@ if [[ ! -x "$CACHE/bin/consul" ]] || ! compgen -G "$CACHE/debs/consul_*.deb" >/d
     log "fetching consul $CONSUL_VERSION from Debian bullseye (private apt config)"
     apt-get "${APT_OPTS[@]}" update -qq
     (cd "$CACHE/debs" && apt-get "${APT_OPTS[@]}" download -qq consul)
-    deb="$(ls -t "$CACHE"/debs/consul_*.deb | head -n1)"
+    deb="$(find "$CACHE/debs" -maxdepth 1 -name 'consul_*.deb' -printf '%T@ %p\n' | sort -rn | head -n1 | cut -d' ' -f2-)"
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
     dpkg -x "$deb" "$tmp"

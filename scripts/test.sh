@@ -5,7 +5,7 @@
 set -uo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$REPO"
+cd "$REPO" || exit 1
 VENV="$REPO/.venv"
 LOGDIR="$REPO/tests/output/test-sh"
 

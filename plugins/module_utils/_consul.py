@@ -118,24 +118,32 @@ class Consul:
     # -- KV ---------------------------------------------------------------------------------
     def get(self, key):
         """(value, modify_index) or (None, 0)."""
-        _, item = self._call("reading %s" % key, self.client.kv.get, key)
+        item = self._call("reading %s" % key, self.client.kv.get, key)[1]
         if not item:
             return None, 0
         return _decode(key, item["Value"]), item["ModifyIndex"]
 
     def get_tree(self, prefix):
         """{key: (value, modify_index)} for every key under prefix."""
-        _, items = self._call("reading %s" % prefix, self.client.kv.get, prefix, recurse=True)
+        items = self._call("reading %s" % prefix, self.client.kv.get, prefix, recurse=True)[1]
         return {i["Key"]: (_decode(i["Key"], i["Value"]), i["ModifyIndex"]) for i in items or ()}
 
+    def value(self, key):
+        """The decoded value of key, or None."""
+        return self.get(key)[0]
+
+    def values(self, prefix):
+        """The decoded values of every key under prefix (empty ones left out)."""
+        return [value for value, index in self.get_tree(prefix).values() if value]
+
     def keys(self, prefix):
-        _, keys = self._call("listing %s" % prefix, self.client.kv.get, prefix, keys=True)
+        keys = self._call("listing %s" % prefix, self.client.kv.get, prefix, keys=True)[1]
         return keys or []
 
     def wait(self, prefix, index, wait):
         """Block until something under prefix changes after ``index`` (or ``wait`` passes): the new index."""
-        new_index, _ = self._call("watching %s" % prefix, self.client.kv.get, prefix, recurse=True, keys=True,
-                                  index=index, wait=wait)
+        new_index = self._call("watching %s" % prefix, self.client.kv.get, prefix, recurse=True, keys=True,
+                               index=index, wait=wait)[0]
         return int(new_index or 0)
 
     def put(self, key, value):

@@ -23,7 +23,7 @@ class DifferenceTracker:
 
     @property
     def has_changes(self):
-        return any(before != after for _, before, after in self._items)
+        return any(before != after for name, before, after in self._items)
 
     def changes(self):
         return [name for name, before, after in self._items if before != after]

@@ -125,9 +125,9 @@ def validate_items(nl, network, items, existing, claims, underlay):
 
 
 def read_state(store, layout, network, underlay):
-    existing = {v["name"]: v for v, _ in store.get_tree(layout.endpoints(network["id"])).values() if v}
+    existing = {v["name"]: v for v in store.values(layout.endpoints(network["id"]))}
     claims = {_store.Layout.last(k): (v or {}).get("endpoint")
-              for k, (v, _) in store.get_tree(layout.ipam(network["id"])).items()}
+              for k, (v, index) in store.get_tree(layout.ipam(network["id"])).items()}
     gw_claims = {_store.Layout.last(k) for k in store.keys(layout.gateway_ipam(underlay.host))}
     return existing, claims, gw_claims
 
@@ -219,8 +219,9 @@ def build_kernel(nl, network, gw, record, ns, apply, default_route):
     actions = []
     pairs = link_specs(record, network, gw, ns, overlay_ns)
     for inner, outer in pairs:
-        more, _, outer_msg = _links.ensure_veth(nl, inner, outer, apply)
-        actions += more
+        built = _links.ensure_veth(nl, inner, outer, apply)  # (actions, inner end, outer end)
+        actions += built[0]
+        outer_msg = built[2]
         if gw is not None and outer.master == gw.name and outer_msg is not None:
             actions += _gateway.isolate_port(nl.get(outer.ns), outer_msg, apply, outer.name)
     if gw is not None and default_route and len(pairs) > 1:
@@ -230,7 +231,7 @@ def build_kernel(nl, network, gw, record, ns, apply, default_route):
 
 
 def attach(nl, store, layout, network, gw, underlay, items, params, check_mode, run_command):
-    existing, claims, _ = read_state(store, layout, network, underlay)
+    existing, claims = read_state(store, layout, network, underlay)[:2]
     validate_items(nl, network, items, existing, claims, underlay)
     _network.check_mtu(network, underlay)
     apply = not check_mode
@@ -325,7 +326,7 @@ def remove_records(nl, store, layout, network, records, check_mode):
 
 
 def detach(nl, store, layout, network, underlay, items, check_mode):
-    existing, _, _ = read_state(store, layout, network, underlay)
+    existing = read_state(store, layout, network, underlay)[0]
     records = []
     for item in items:
         record = existing.get(item.name)

@@ -76,7 +76,7 @@ def ensure(nl, gw, run_command, apply):
             with open(IP_FORWARD, "w") as f:
                 f.write("1\n")
     for table, chain, rule in nat_rules(gw):
-        rc, _, _ = run_command(["iptables", "-w", "-t", table, "-C", chain] + rule)
+        rc = run_command(["iptables", "-w", "-t", table, "-C", chain] + rule)[0]
         if rc != 0:
             actions.append("iptables -t %s -A %s %s" % (table, chain, " ".join(rule)))
             if apply:

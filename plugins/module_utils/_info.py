@@ -14,10 +14,12 @@ def inspect(network, endpoints):
         "scope": "global", "subnet": network["subnet"], "gateway": network["gateway"], "vni": network["vni"],
         "mtu": network["mtu"], "port": network["port"], "internal": network["internal"],
         "created_at": network.get("created_at"),
-        "endpoints": sorted(({k: e.get(k) for k in ("id", "name", "ip", "mac", "host", "vtep", "namespace",
-                                                     "ifname", "gateway_ip")} for e in endpoints),
-                            key=lambda e: e["name"]),
+        "endpoints": sorted((_summary(e) for e in endpoints), key=lambda e: e["name"]),
     }
+
+
+def _summary(endpoint):
+    return {k: endpoint.get(k) for k in ("id", "name", "ip", "mac", "host", "vtep", "namespace", "ifname", "gateway_ip")}
 
 
 def verify(nl, network, endpoints, underlay, params, run_command):
@@ -52,9 +54,9 @@ def run(params, run_command):
     if params.get("name"):
         networks = [_network.lookup(store, layout, params["name"], "name")]
     else:
-        networks = sorted((v for v, _ in store.get_tree(layout.networks()).values() if v), key=lambda n: n["name"])
+        networks = sorted(store.values(layout.networks()), key=lambda n: n["name"])
     out = {"changed": False, "networks": []}
-    per_network = {n["id"]: [v for v, _ in store.get_tree(layout.endpoints(n["id"])).values() if v] for n in networks}
+    per_network = {n["id"]: store.values(layout.endpoints(n["id"])) for n in networks}
     out["networks"] = [inspect(n, per_network[n["id"]]) for n in networks]
     if params.get("verify"):
         _netns.require_pyroute2()

@@ -3,7 +3,6 @@
 """The overlay_network module's work: the global record in Consul, then this host's part, then peers."""
 from __future__ import annotations
 
-import ipaddress
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
     _allocate, _consul, _netns, _overlay_ns, _peers, _store, _underlay, _validate)
@@ -53,10 +52,10 @@ def new_record(req, underlay):
 
 def check_mtu(record, underlay):
     if record["mtu"] > underlay.max_overlay_mtu:
-        raise OverlayError("%d is too big for the underlay: %s has MTU %d, which leaves at most %d after the "
-                           "%d bytes of VXLAN encapsulation" % (record["mtu"], underlay.interface, underlay.mtu,
-                                                              underlay.max_overlay_mtu, _underlay.VXLAN_OVERHEAD),
-                           "mtu")
+        raise OverlayError(
+            "%d is too big for the underlay: %s has MTU %d, which leaves at most %d after the %d bytes of VXLAN "
+            "encapsulation" % (record["mtu"], underlay.interface, underlay.mtu, underlay.max_overlay_mtu,
+                               _underlay.VXLAN_OVERHEAD), "mtu")
 
 
 def create_record(store, layout, record):
@@ -64,7 +63,7 @@ def create_record(store, layout, record):
     explicit = record["vni"] is not None
 
     def read():
-        existing, _ = store.get(layout.network(record["name"]))
+        existing = store.value(layout.network(record["name"]))
         taken = {int(_store.Layout.last(k)) for k in store.keys(layout.vnis())}
         return existing, taken
 
@@ -74,7 +73,7 @@ def create_record(store, layout, record):
             return [], existing  # another host created it meanwhile: join that one
         if explicit:
             if record["vni"] in taken:
-                owner, _ = store.get(layout.vni(record["vni"]))
+                owner = store.value(layout.vni(record["vni"]))
                 raise OverlayError("VNI %d is already used by network %s" % (
                     record["vni"], (owner or {}).get("network", "?")), "vni")
             vni = record["vni"]
@@ -98,7 +97,7 @@ def run(params, check_mode):
     with _netns.Netlink() as nl:
         host_ns = _netns.resolve(None, None)
         underlay = _underlay.local(nl.get(host_ns), params, settings["host"])
-        record, _ = store.get(layout.network(req.name))
+        record = store.value(layout.network(req.name))
         if req.state == "absent":
             return absent(nl, store, layout, record, underlay, req, check_mode)
         return present(nl, store, layout, record, underlay, req, check_mode)
@@ -148,7 +147,7 @@ def present(nl, store, layout, record, underlay, req, check_mode):
 
 def register_host(store, layout, underlay, check_mode):
     key = layout.host(underlay.host)
-    have, _ = store.get(key)
+    have = store.value(key)
     want = {"host": underlay.host, "vtep": underlay.vtep, "interface": underlay.interface}
     if have is not None and {k: have.get(k) for k in want} == want:
         return []
@@ -158,7 +157,7 @@ def register_host(store, layout, underlay, check_mode):
 
 
 def list_endpoints(store, layout, record):
-    return [v for v, _ in store.get_tree(layout.endpoints(record["id"])).values() if v]
+    return store.values(layout.endpoints(record["id"]))
 
 
 def absent(nl, store, layout, record, underlay, req, check_mode):
@@ -217,11 +216,11 @@ def result(record, actions, underlay, peers, before, nl=None, endpoints=None):
 
 def lookup(store, layout, spec, field="network"):
     """A network record by name, or by id (full, or a unique prefix of at least 12 hex digits)."""
-    record, _ = store.get(layout.network(spec)) if _validate_name_quietly(spec) else (None, 0)
+    record = store.value(layout.network(spec)) if _validate_name_quietly(spec) else None
     if record is not None:
         return record
     if len(spec) >= 12 and all(c in "0123456789abcdef" for c in spec):
-        found = [v for v, _ in store.get_tree(layout.networks()).values() if v and v["id"].startswith(spec)]
+        found = [v for v in store.values(layout.networks()) if v["id"].startswith(spec)]
         if len(found) == 1:
             return found[0]
         if len(found) > 1:

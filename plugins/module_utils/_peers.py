@@ -37,7 +37,7 @@ def current(ipr, vx_index):
 def sync(ipr, vx_index, want, apply):
     """Make vxlan0's FDB and neighbour tables match ``want``. Returns the actions."""
     fdb, neigh = current(ipr, vx_index)
-    want_neigh = {ip: mac for mac, (ip, _) in want.items()}
+    want_neigh = {ip: mac for mac, (ip, vtep) in want.items()}
     actions = []
     for mac, dsts in sorted(fdb.items()):
         for dst in sorted(dsts):

@@ -22,20 +22,25 @@ def sync_once(nl, store, layout, underlay):
     """Sync every network present on this host. Returns the actions taken."""
     actions = []
     tree = store.get_tree(layout.root)
-    networks = [v for k, (v, _) in tree.items() if k.startswith(layout.networks()) and v]
+    networks = [v for k, (v, index) in tree.items() if k.startswith(layout.networks()) and v]
     for network in networks:
         vx_index = _overlay_ns.vxlan_index(nl, network)
         if vx_index is None:
             continue  # not on this host (yet): overlay_network builds it
         prefix = layout.endpoints(network["id"])
-        endpoints = [v for k, (v, _) in tree.items() if k.startswith(prefix) and v]
+        endpoints = [v for k, (v, index) in tree.items() if k.startswith(prefix) and v]
         ipr = nl.get(_overlay_ns.namespace(network))
         actions += ["%s: %s" % (network["name"], a)
                     for a in _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=True)]
     return actions
 
 
-def run(params, log=print, once=False, wait="60s"):
+def _log(text):
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def run(params, log=_log, once=False, wait="60s"):
     settings = _consul.connection_settings(params)
     store = _consul.Consul(settings)
     layout = _store.Layout(settings["prefix"])
@@ -77,12 +82,8 @@ def main(argv=None):
               "consul_scheme": args.consul_scheme, "consul_token": args.consul_token,
               "consul_ca_cert": args.consul_ca_cert, "consul_validate_certs": None, "consul_timeout": 10,
               "consul_prefix": args.consul_prefix}
-
-    def log(text):
-        print(text, flush=True)
-
-    return run(params, log=log, once=args.once)
+    return run(params, once=args.once)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -21,8 +21,9 @@ description:
   - Also ensures this host's part of the network and syncs the FDB and neighbour entries of remote endpoints.
   - If building the interfaces fails, the addresses this run claimed are released and nothing is left half-built.
 author:
-  - overlay.vxlan developers
+  - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - overlay.vxlan.consul
 requirements:
   - pyroute2 >= 0.9 and py-consul on the target host; root; iptables for the gateway bridge's NAT
@@ -31,6 +32,8 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: linux
 options:
   network:
     description: Network name, or id (full or a unique prefix of at least 12 hex digits).
@@ -55,13 +58,28 @@ options:
     type: list
     elements: dict
     suboptions:
-      name: {description: Endpoint name., type: str, required: true}
-      network: {description: "Optional; when given it must equal O(network) (lets one inventory list serve several tasks).", type: str}
-      namespace: {description: Target namespace, as for O(namespace)., type: str}
-      ip: {description: IPv4 address, as for O(ip)., type: str}
-      mac: {description: MAC address, as for O(mac)., type: str}
-      ifname: {description: Overlay interface name; defaults to O(ifname)., type: str}
-      gateway_ifname: {description: Gateway interface name; defaults to O(gateway_ifname)., type: str}
+      name:
+        description: Endpoint name.
+        type: str
+        required: true
+      network:
+        description: Optional; when given it must equal O(network) (lets one inventory list serve several tasks).
+        type: str
+      namespace:
+        description: Target namespace, as for O(namespace).
+        type: str
+      ip:
+        description: IPv4 address, as for O(ip).
+        type: str
+      mac:
+        description: MAC address, as for O(mac).
+        type: str
+      ifname:
+        description: Overlay interface name; defaults to O(ifname).
+        type: str
+      gateway_ifname:
+        description: Gateway interface name; defaults to O(gateway_ifname).
+        type: str
   ifname:
     description: Name of the overlay interface inside the target namespace.
     type: str

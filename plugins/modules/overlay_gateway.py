@@ -16,7 +16,9 @@ description:
     port it adds (the bridge's own port isolation flag, so it holds without br_netfilter).
   - M(overlay.vxlan.overlay_endpoint) ensures the same bridge by itself; this module lets a role prepare a host ahead.
 author:
-  - overlay.vxlan developers
+  - overlay.vxlan developers (@overlay-vxlan)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 requirements:
   - pyroute2 >= 0.9 on the target host; root; iptables
 attributes:
@@ -24,6 +26,8 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: linux
 options:
   name:
     description: Bridge name.

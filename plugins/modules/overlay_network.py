@@ -21,8 +21,9 @@ description:
   - A conflicting redefinition (another subnet, gateway, VNI, port, MTU or internal flag for an existing name) is an
     error, never a silent overwrite.
 author:
-  - overlay.vxlan developers
+  - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - overlay.vxlan.consul
 requirements:
   - pyroute2 >= 0.9 and py-consul on the target host; root
@@ -31,6 +32,8 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: linux
 options:
   name:
     description: Network name, unique in the cluster.

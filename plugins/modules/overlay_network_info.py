@@ -15,8 +15,9 @@ description:
     neighbour entries, local endpoints' interfaces, the gateway bridge) and reports each difference. Nothing is changed;
     M(overlay.vxlan.overlay_network) and M(overlay.vxlan.overlay_endpoint) repair what it reports.
 author:
-  - overlay.vxlan developers
+  - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - overlay.vxlan.consul
 requirements:
   - py-consul on the target host; pyroute2 and root for O(verify)
@@ -26,6 +27,8 @@ attributes:
     details: The module never changes anything.
   diff_mode:
     support: none
+  platform:
+    platforms: linux
 options:
   name:
     description: Only this network (name or id). All networks when omitted.

@@ -13,8 +13,9 @@ description:
     and the underlay MTU, and records the host under C(<prefix>/v1/hosts/<host>) in Consul.
   - M(overlay.vxlan.overlay_network) records the host by itself; this module lets a role record and report it ahead.
 author:
-  - overlay.vxlan developers
+  - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - overlay.vxlan.consul
 requirements:
   - pyroute2 >= 0.9 and py-consul on the target host
@@ -23,6 +24,8 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: linux
 options:
   host:
     description: This host's name in the store. Defaults to the target's hostname.

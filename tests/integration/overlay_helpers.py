@@ -17,7 +17,7 @@ def seed_vars(networks=None, endpoints=None):
 
 def kv(lab, prefix="overlay/"):
     """Every key under prefix with its decoded JSON value."""
-    _, items = lab.consul_client().kv.get(prefix, recurse=True)
+    _index, items = lab.consul_client().kv.get(prefix, recurse=True)
     return {i["Key"]: json.loads(i["Value"]) if i["Value"] else None for i in items or ()}
 
 
@@ -32,7 +32,7 @@ def ping(host, ns, target, count=1, wait=2):
 
 def ping_eventually(host, ns, target, tries=5):
     # The very first packet may wait for ARP on a fresh bridge; a few tries are enough.
-    return any(ping(host, ns, target, wait=1) for _ in range(tries))
+    return any(ping(host, ns, target, wait=1) for _try in range(tries))
 
 
 def kernel_snapshot(host):

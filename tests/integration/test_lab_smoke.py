@@ -187,4 +187,4 @@ def test_cli_up_exec_down(tmp_path):
     finally:
         subprocess.run(cli + ["down", "--workdir", wd], env=env, check=True)
     assert find_state(wd) is None
-    assert not any(nsutil.pid_alive(pid, st) for _, _, pid, st in state["procs"])
+    assert not any(nsutil.pid_alive(pid, st) for _role, _name, pid, st in state["procs"])

@@ -139,14 +139,14 @@ def _by_id(result, task, cases):
 def test_bad_input_gets_a_clear_error_and_changes_nothing(lab):
     d0 = lab.hosts["docker0"]
     before_kv, before_kernel = kv(lab), kernel_snapshot(d0)
-    extra = {"network_cases": [{"id": i, "args": a} for i, a, _ in NETWORK_CASES],
-             "endpoint_cases": [{"id": i, "args": a} for i, a, _ in ENDPOINT_CASES]}
+    extra = {"network_cases": [{"id": i, "args": a} for i, a, _expected in NETWORK_CASES],
+             "endpoint_cases": [{"id": i, "args": a} for i, a, _expected in ENDPOINT_CASES]}
     result = lab.ansible_playbook(str(PLAYBOOKS / "bad_input.yml"), extra_vars=extra)
     outcomes = {}
     outcomes.update(_by_id(result, "Network cases", NETWORK_CASES))
     outcomes.update(_by_id(result, "Endpoint cases", ENDPOINT_CASES))
     wrong = []
-    for case_id, _, expected in NETWORK_CASES + ENDPOINT_CASES:
+    for case_id, _args, expected in NETWORK_CASES + ENDPOINT_CASES:
         item = outcomes[case_id]
         if not item.get("failed") or expected not in item.get("msg", ""):
             wrong.append((case_id, item.get("failed"), item.get("msg")))

@@ -8,7 +8,9 @@ SEED = str(PLAYBOOKS / "overlay_seed.yml")
 
 def pid_pings(host, pid, ip, tries=3):
     cmd = ["nsenter", "-t", str(pid), "-n", "ping", "-c1", "-W2", ip]
-    return any(host.run(cmd, check=False).returncode == 0 for _ in range(tries))
+    return any(host.run(cmd, check=False).returncode == 0 for _try in range(tries))
+
+
 NET = {"name": "life", "subnet": "10.60.0.0/24"}
 
 

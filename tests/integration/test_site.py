@@ -37,7 +37,7 @@ def wheels_args():
     # host's own (system) Python, as on hosts without internet.
     return ["-i", str(PLAYBOOKS / "inventory" / "seed.yml"),
             "-e", "@" + str(PLAYBOOKS / "inventory" / "namespace-lab.yml"),
-            "-e", "overlay_python_install=wheels", "-e", "overlay_wheels_src=" + str(REPO / ".cache" / "wheels")]
+            "-e", "overlay_host_python_install=wheels", "-e", "overlay_host_wheels_src=" + str(REPO / ".cache" / "wheels")]
 
 
 def test_wheels_from_the_controller_and_detaching_through_the_inventory(lab_factory):

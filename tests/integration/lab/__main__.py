@@ -28,7 +28,7 @@ def _state_or_die(workdir: str) -> dict:
 
 
 def _pid_of(state: dict, host: str) -> int:
-    for role, name, pid, _ in state["procs"]:
+    for role, name, pid, _starttime in state["procs"]:
         if role == "holder" and name == host:
             return pid
     sys.exit(f"no host {host!r} in lab {state['tag']}")

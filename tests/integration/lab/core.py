@@ -78,7 +78,7 @@ class _Proc:
 
 
 def _run(cmd, *, check=True, timeout=60, input=None) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input, check=False)
     if check and r.returncode != 0:
         raise CommandError(r.returncode, cmd, r.stdout, r.stderr)
     return r
@@ -651,7 +651,7 @@ LogLevel ERROR
         # Services and strangers (processes we did not start but that live in
         # our namespaces) first, while the holders keep the namespaces
         # enumerable; then the holders, which makes the namespaces go away.
-        for _ in range(5):
+        for _attempt in range(5):
             inodes = self.namespace_inodes()
             holders = {p.pid for p in self._procs if p.role == "holder"}
             mine = {p.pid for p in self._procs}

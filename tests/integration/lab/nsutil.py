@@ -78,7 +78,7 @@ def kill_and_wait(pids: list[tuple[int, int | None]], timeout: float = 5.0) -> l
     """
     live = [(p, st) for p, st in pids if pid_alive(p, st)]
     for sig, wait in ((signal.SIGTERM, timeout / 2), (signal.SIGKILL, timeout / 2)):
-        for p, _ in live:
+        for p, _starttime in live:
             try:
                 os.kill(p, sig)
             except ProcessLookupError:
@@ -90,7 +90,7 @@ def kill_and_wait(pids: list[tuple[int, int | None]], timeout: float = 5.0) -> l
                 time.sleep(0.02)
         if not live:
             break
-    return [p for p, _ in live]
+    return [p for p, _starttime in live]
 
 
 # --- sockets inside another network namespace --------------------------------------
@@ -180,7 +180,7 @@ class TcpForwarder:
             if not sel.select(timeout=0.2):
                 continue
             try:
-                client, _ = self._listener.accept()
+                client, _address = self._listener.accept()
             except OSError:
                 continue
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()

@@ -10,7 +10,7 @@ VENV="$REPO/.venv"
 LOGDIR="$REPO/tests/output/test-sh"
 
 # Order matters only for the output; add new layers here AND as a function below.
-ALL_LAYERS=(unit integration sanity lint)
+ALL_LAYERS=(unit integration sanity lint molecule)
 
 PASSED=0 FAILED=0 SKIPPED=0     # test counts summed over the pytest layers
 
@@ -51,6 +51,19 @@ layer_sanity() {
     # ansible-test sanity --venv on a copy at .../ansible_collections/overlay/vxlan (see the script).
     "$REPO/scripts/sanity.sh" 2>&1 | tee "$LOGDIR/$CURRENT_LAYER.log"
     return "${PIPESTATUS[0]}"
+}
+
+layer_molecule() {
+    # The Molecule scenarios on qemu VMs (lab/vm): the seed's site.yml, and a 3-server Consul cluster
+    # that keeps serving with one server stopped. The VM image is built once and cached in .cache/vm.
+    local scenario rc=0
+    "$REPO/lab/vm/build-image.sh" 2>&1 | tee "$LOGDIR/$CURRENT_LAYER-image.log" || return 1
+    for scenario in seed consul_cluster; do
+        echo "[test] molecule test -s $scenario"
+        PATH="$VENV/bin:$PATH" "$VENV/bin/molecule" test -s "$scenario" 2>&1 | tee "$LOGDIR/$CURRENT_LAYER-$scenario.log"
+        [[ ${PIPESTATUS[0]} -eq 0 ]] || rc=1
+    done
+    return "$rc"
 }
 
 layer_lint() {

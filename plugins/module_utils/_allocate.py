@@ -14,6 +14,7 @@ from ansible_collections.overlay.vxlan.plugins.module_utils._errors import Overl
 VNI_FIRST = 256
 VNI_LAST = 16777215
 ATTEMPTS = 60
+RANDOM_AFTER = 3  # lost races before a writer stops taking the lowest free values
 
 
 def free_vni(taken, first=VNI_FIRST, last=VNI_LAST):
@@ -27,7 +28,7 @@ def free_vni(taken, first=VNI_FIRST, last=VNI_LAST):
 
 def free_addresses(net, reserved, count, randomize=False):
     """``count`` free host addresses of ``net`` that are not in ``reserved``: the lowest ones,
-    or a random choice after a lost race, so that racing writers stop picking the same ones."""
+    or a random choice (see ``spread``), so that racing writers stop picking the same ones."""
     if count == 0:
         return []
     net = ipaddress.ip_network(net)
@@ -44,6 +45,13 @@ def free_addresses(net, reserved, count, randomize=False):
     if len(pool) < count:
         raise OverlayError("subnet %s has %d free addresses; %d are needed" % (net, len(pool), count), "ip")
     return sorted(random.sample(pool, count))
+
+
+def spread(attempt):
+    """Whether this attempt should pick randomly: the lowest free values are what users expect,
+    and a writer that lost a race simply takes the next ones; only one that keeps losing
+    (many writers at once) spreads out."""
+    return attempt >= RANDOM_AFTER
 
 
 def claim(store, read, build, what):

@@ -152,9 +152,9 @@ def claim_new(store, layout, network, gw, underlay, new_items):
                                        item.f("ip"))
             reserved = set(claims) | {network["gateway"]} | {str(i.ip) for i in chunk if i.ip is not None}
             automatic = [i for i in chunk if i.ip is None]
-            ips = iter(_allocate.free_addresses(net, reserved, len(automatic), randomize=attempt > 0))
+            ips = iter(_allocate.free_addresses(net, reserved, len(automatic), randomize=_allocate.spread(attempt)))
             gw_ips = iter(_allocate.free_addresses(gw.subnet, gw_claims | {gw.router}, len(chunk),
-                                                   randomize=attempt > 0)) if gw else None
+                                                   randomize=_allocate.spread(attempt))) if gw else None
             ops, records = [], []
             for item in chunk:
                 ip = item.ip if item.ip is not None else next(ips)

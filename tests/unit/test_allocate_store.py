@@ -98,3 +98,7 @@ def test_ids_are_64_hex_and_namespace_derives_from_id():
     rec = _store.network_record("n", ipaddress.ip_network("10.0.0.0/24"), "10.0.0.1", 256, 1450, 4789, False, "h")
     assert len(rec["id"]) == 64 and int(rec["id"], 16) >= 0
     assert _store.overlay_namespace(rec) == "ovl-" + rec["id"][:12]
+
+
+def test_a_writer_that_lost_a_race_takes_the_next_lowest_before_spreading_out():
+    assert [_allocate.spread(a) for a in range(5)] == [False, False, False, True, True]

@@ -158,14 +158,15 @@ def test_drift_is_repaired(lab):
     d1 = lab.hosts["docker1"]
     ns_exec(d1, ns, ["ip", "link", "del", "vxlan0"], check=True)
     d0 = lab.hosts["docker0"]
-    ns_exec(d0, ns, ["bridge", "fdb", "del", "02:42:c0:a8:00:02", "dev", "vxlan0", "dst", "10.0.0.11"], check=True)
+    c1_mac = endpoint(lab, "demonet", "C1")["mac"]
+    ns_exec(d0, ns, ["bridge", "fdb", "del", c1_mac, "dev", "vxlan0", "dst", "10.0.0.11"], check=True)
     ns_exec(d0, "c2", ["ip", "link", "del", "eth0"], check=True)
     repaired = lab.ansible_playbook(SEED, extra_vars=VARS).assert_ok()
     changed = set(repaired.changed_tasks())
     assert ("docker1", "Networks") in changed and ("docker0", "Endpoints") in changed
     assert ("docker0", "Networks") in changed  # the FDB entry
     assert ping_eventually(d1, "c1", "192.168.0.100")
-    assert "02:42:c0:a8:00:02 dst 10.0.0.11" in ns_exec(d0, ns, ["bridge", "fdb", "show", "dev", "vxlan0"]).stdout
+    assert c1_mac + " dst 10.0.0.11" in ns_exec(d0, ns, ["bridge", "fdb", "show", "dev", "vxlan0"]).stdout
     assert ping_eventually(d0, "c0", endpoint(lab, "demonet", "C2")["ip"])
     assert lab.ansible_playbook(SEED, extra_vars=VARS).assert_ok().changed_tasks() == []
     verify = lab.ansible_playbook(VERIFY).assert_ok()

@@ -185,33 +185,17 @@ def _kv(verb, key, value=None, index=None):
     return {"KV": op}
 
 
-def op_set(key, value):
-    return _kv("set", key, value)
-
-
 def op_create(key, value):
     """Write only if the key does not exist yet: the claim that makes allocations unique."""
     return _kv("cas", key, value, 0)
-
-
-def op_cas(key, value, index):
-    return _kv("cas", key, value, index)
 
 
 def op_delete(key):
     return _kv("delete", key)
 
 
-def op_delete_cas(key, index):
-    return _kv("delete-cas", key, index=index)
-
-
 def op_delete_tree(prefix):
     return _kv("delete-tree", prefix)
-
-
-def op_check_index(key, index):
-    return _kv("check-index", key, index=index)
 
 
 def _decode(key, raw):

@@ -10,7 +10,7 @@ import ipaddress
 import socket
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _gateway, _links, _netns, _network, _overlay_ns, _peers, _store, _underlay, _validate)
+    _allocate, _consul, _gateway, _links, _netns, _network, _overlay_ns, _peers, _keys, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 OVERLAY_END = "ve-%s"   # the overlay namespace's end of eth0, on br0
@@ -70,7 +70,7 @@ def run(params, check_mode, run_command):
     present = params["state"] == "present"
     settings = _consul.connection_settings(params)
     store = _consul.Consul(settings)
-    layout = _store.Layout(settings["prefix"])
+    layout = _keys.Layout(settings["prefix"])
     with _netns.Netlink() as nl:
         underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
         network = _network.lookup(store, layout, params["network"])
@@ -126,9 +126,9 @@ def validate_items(nl, network, items, existing, claims, underlay):
 
 def read_state(store, layout, network, underlay):
     existing = {v["name"]: v for v in store.values(layout.endpoints(network["id"]))}
-    claims = {_store.Layout.last(k): (v or {}).get("endpoint")
+    claims = {_keys.Layout.last(k): (v or {}).get("endpoint")
               for k, (v, index) in store.get_tree(layout.ipam(network["id"])).items()}
-    gw_claims = {_store.Layout.last(k) for k in store.keys(layout.gateway_ipam(underlay.host))}
+    gw_claims = {_keys.Layout.last(k) for k in store.keys(layout.gateway_ipam(underlay.host))}
     return existing, claims, gw_claims
 
 
@@ -159,7 +159,7 @@ def claim_new(store, layout, network, gw, underlay, new_items):
             for item in chunk:
                 ip = item.ip if item.ip is not None else next(ips)
                 gw_ip = next(gw_ips) if gw else None
-                record = _store.endpoint_record(network, item.name, ip, item.mac or _store.mac_for(ip),
+                record = _keys.endpoint_record(network, item.name, ip, item.mac or _keys.mac_for(ip),
                                                 underlay.host, underlay.vtep, item.ifname, gw_ip, item.ns.spec)
                 record["gateway_ifname"] = item.gw_ifname if gw else None
                 ops.append(_consul.op_create(layout.ip_claim(network["id"], ip), {"endpoint": item.name}))
@@ -197,7 +197,7 @@ def link_specs(record, network, gw, target_ns, overlay_ns):
     if gw is not None and record.get("gateway_ip"):
         gw_ip = ipaddress.ip_interface("%s/%d" % (record["gateway_ip"], gw.subnet.prefixlen))
         pairs.append((
-            _links.LinkSpec(target_ns, record.get("gateway_ifname") or "eth1", "", mac=_store.mac_for(gw_ip.ip),
+            _links.LinkSpec(target_ns, record.get("gateway_ifname") or "eth1", "", mac=_keys.mac_for(gw_ip.ip),
                             addresses=[gw_ip], up=True),
             _links.LinkSpec(_netns.resolve(None, None), GATEWAY_END % short, "", master=gw.name, up=True),
         ))

@@ -5,7 +5,7 @@ store with this host's kernel by asking each reconciler what it *would* change (
 from __future__ import annotations
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _consul, _endpoint, _gateway, _netns, _network, _overlay_ns, _peers, _store, _underlay)
+    _consul, _endpoint, _gateway, _netns, _network, _overlay_ns, _peers, _keys, _underlay)
 
 
 def inspect(network, endpoints):
@@ -50,7 +50,7 @@ def verify(nl, network, endpoints, underlay, params, run_command):
 def run(params, run_command):
     settings = _consul.connection_settings(params)
     store = _consul.Consul(settings)
-    layout = _store.Layout(settings["prefix"])
+    layout = _keys.Layout(settings["prefix"])
     if params.get("name"):
         networks = [_network.lookup(store, layout, params["name"], "name")]
     else:

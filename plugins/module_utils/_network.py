@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _netns, _overlay_ns, _peers, _store, _underlay, _validate)
+    _allocate, _consul, _netns, _overlay_ns, _peers, _keys, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 DEFAULT_PORT = 4789
@@ -46,7 +46,7 @@ def new_record(req, underlay):
         raise OverlayError("is required to create network %s, which does not exist yet" % req.name, "subnet")
     mtu = req.mtu if req.mtu is not None else underlay.max_overlay_mtu
     gateway = req.gateway or next(req.subnet.hosts())
-    return _store.network_record(req.name, req.subnet, gateway, req.vni, mtu, req.port or DEFAULT_PORT,
+    return _keys.network_record(req.name, req.subnet, gateway, req.vni, mtu, req.port or DEFAULT_PORT,
                                  bool(req.internal), underlay.host)
 
 
@@ -64,7 +64,7 @@ def create_record(store, layout, record):
 
     def read():
         existing = store.value(layout.network(record["name"]))
-        taken = {int(_store.Layout.last(k)) for k in store.keys(layout.vnis())}
+        taken = {int(_keys.Layout.last(k)) for k in store.keys(layout.vnis())}
         return existing, taken
 
     def build(state, attempt):
@@ -93,7 +93,7 @@ def run(params, check_mode):
     req = Request(params)
     settings = _consul.connection_settings(params)
     store = _consul.Consul(settings)
-    layout = _store.Layout(settings["prefix"])
+    layout = _keys.Layout(settings["prefix"])
     with _netns.Netlink() as nl:
         host_ns = _netns.resolve(None, None)
         underlay = _underlay.local(nl.get(host_ns), params, settings["host"])
@@ -152,7 +152,7 @@ def register_host(store, layout, underlay, check_mode):
     if have is not None and {k: have.get(k) for k in want} == want:
         return []
     if not check_mode:
-        store.put(key, dict(want, updated_at=_store.now()))
+        store.put(key, dict(want, updated_at=_keys.now()))
     return ["store: host %s vtep %s" % (underlay.host, underlay.vtep)]
 
 
@@ -204,7 +204,7 @@ def result(record, actions, underlay, peers, before, nl=None, endpoints=None):
         "changed": bool(actions),
         "actions": actions,
         "network": record,
-        "namespace": _store.overlay_namespace(record) if len(record.get("id", "")) == 64 else None,
+        "namespace": _keys.overlay_namespace(record) if len(record.get("id", "")) == 64 else None,
         "host": {"name": underlay.host, "vtep": underlay.vtep, "interface": underlay.interface,
                  "underlay_mtu": underlay.mtu},
         "devices": host_part,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _links, _netns, _store
+from ansible_collections.overlay.vxlan.plugins.module_utils import _links, _netns, _keys
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 BRIDGE = "br0"
@@ -17,7 +17,7 @@ VXLAN = "vxlan0"
 
 
 def namespace(network):
-    return _netns.resolve(_store.overlay_namespace(network), "network")
+    return _netns.resolve(_keys.overlay_namespace(network), "network")
 
 
 def alias(network):

@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _netns, _overlay_ns, _peers, _store, _underlay
+from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _netns, _overlay_ns, _peers, _keys, _underlay
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 
@@ -43,7 +43,7 @@ def _log(text):
 def run(params, log=_log, once=False, wait="60s"):
     settings = _consul.connection_settings(params)
     store = _consul.Consul(settings)
-    layout = _store.Layout(settings["prefix"])
+    layout = _keys.Layout(settings["prefix"])
     index = 0
     backoff = 0.5
     while True:

@@ -52,7 +52,7 @@ host:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _netns, _network, _store, _underlay
+from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _netns, _network, _keys, _underlay
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError, fail
 
 
@@ -66,7 +66,7 @@ def main():
         store = _consul.Consul(settings)
         with _netns.Netlink() as nl:
             underlay = _underlay.local(nl.get(_netns.resolve(None, None)), module.params, settings["host"])
-        actions = _network.register_host(store, _store.Layout(settings["prefix"]), underlay, module.check_mode)
+        actions = _network.register_host(store, _keys.Layout(settings["prefix"]), underlay, module.check_mode)
     except OverlayError as e:
         fail(module, e)
     module.exit_json(changed=bool(actions), actions=actions,

@@ -118,7 +118,7 @@ def lab(module_lab_factory):
     hcl = ('ports { http = %d, dns = -1, grpc = -1, serf_lan = 8311, serf_wan = 8312, server = 8310 } '
            'acl { enabled = true, default_policy = "deny", tokens { master = "%s" } }' % (ACL_PORT, ACL_TOKEN))
     lab._spawn("consul-acl", host.name, host.nsenter_cmd() + [
-        "/work/main/.cache/bin/consul" if not os.path.exists(str(lab_consul_bin())) else str(lab_consul_bin()),
+        str(lab_consul_bin()),
         "agent", "-dev", "-node", "acl", "-client", host.ip, "-bind", host.ip, "-hcl", hcl])
     from lab.nsutil import wait_tcp
     wait_tcp(lab.controller.netns_path(), (host.ip, ACL_PORT), timeout=20)

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _allocate, _store
+from ansible_collections.overlay.vxlan.plugins.module_utils import _allocate, _keys
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 
@@ -80,24 +80,24 @@ def test_claim_gives_up_with_clear_error(monkeypatch):
 
 
 def test_mac_follows_docker_rule():
-    assert _store.mac_for("192.168.0.100") == "02:42:c0:a8:00:64"
-    assert _store.mac_for("172.18.0.2") == "02:42:ac:12:00:02"
+    assert _keys.mac_for("192.168.0.100") == "02:42:c0:a8:00:64"
+    assert _keys.mac_for("172.18.0.2") == "02:42:ac:12:00:02"
 
 
 def test_layout_keys():
-    layout = _store.Layout("/overlay/")
+    layout = _keys.Layout("/overlay/")
     assert layout.network("demonet") == "overlay/v1/networks/demonet"
     assert layout.vni(256) == "overlay/v1/vnis/256"
     assert layout.ip_claim("ab", "192.168.0.2") == "overlay/v1/ipam/ab/192.168.0.2"
     assert layout.endpoint("ab", "C0") == "overlay/v1/endpoints/ab/C0"
     assert layout.gateway_claim("docker0", "172.18.0.2") == "overlay/v1/gateway-ipam/docker0/172.18.0.2"
-    assert _store.Layout.last("overlay/v1/vnis/257") == "257"
+    assert _keys.Layout.last("overlay/v1/vnis/257") == "257"
 
 
 def test_ids_are_64_hex_and_namespace_derives_from_id():
-    rec = _store.network_record("n", ipaddress.ip_network("10.0.0.0/24"), "10.0.0.1", 256, 1450, 4789, False, "h")
+    rec = _keys.network_record("n", ipaddress.ip_network("10.0.0.0/24"), "10.0.0.1", 256, 1450, 4789, False, "h")
     assert len(rec["id"]) == 64 and int(rec["id"], 16) >= 0
-    assert _store.overlay_namespace(rec) == "ovl-" + rec["id"][:12]
+    assert _keys.overlay_namespace(rec) == "ovl-" + rec["id"][:12]
 
 
 def test_a_writer_that_lost_a_race_takes_the_next_lowest_before_spreading_out():

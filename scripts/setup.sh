@@ -13,7 +13,7 @@ log() { printf '[setup] %s\n' "$*"; }
 pip_q() { "$VENV/bin/python" -m pip -q "$@" 2> >(grep -v '^WARNING: Location .* is ignored' >&2); }
 
 # --- 1. system packages (apt-get only for what is missing) -------------------
-PKGS=(iproute2 iputils-ping iperf3 openssh-server openssh-client iptables tcpdump
+PKGS=(iproute2 iputils-ping iperf3 openssh-server openssh-client iptables nftables tcpdump
       python3-venv python3-dev gcc git curl ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -26,25 +26,38 @@ def free_vni(taken, first=VNI_FIRST, last=VNI_LAST):
     return vni
 
 
-def free_addresses(net, reserved, count, randomize=False):
+def free_addresses(net, reserved, count, randomize=False, field="ip"):
     """``count`` free host addresses of ``net`` that are not in ``reserved``: the lowest ones,
-    or a random choice (see ``spread``), so that racing writers stop picking the same ones."""
+    or a random choice (see ``spread``), so that racing writers stop picking the same ones.
+    Addresses are walked lazily: memory does not grow with the size of the subnet."""
     if count == 0:
         return []
     net = ipaddress.ip_network(net)
     reserved = set(ipaddress.ip_address(str(r)) for r in reserved)
-    hosts = (ip for ip in net.hosts() if ip not in reserved)
-    if not randomize:
-        chosen = []
-        for ip in hosts:
+    first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
+    if net.prefixlen >= 31:
+        first, last = int(net.network_address), int(net.broadcast_address)
+    size = last - first + 1
+    free = size - sum(1 for r in reserved if r in net and first <= int(r) <= last)
+    if free < count:
+        raise OverlayError("subnet %s has %d free addresses; %d are needed" % (net, max(free, 0), count), field)
+    chosen = []
+    if randomize and free > 4 * count:
+        picked = set()
+        while len(chosen) < count:
+            ip = ipaddress.ip_address(first + random.randrange(size))
+            if ip not in reserved and ip not in picked:
+                picked.add(ip)
+                chosen.append(ip)
+        return sorted(chosen)
+    start = first + (random.randrange(size) if randomize else 0)
+    for offset in range(size):
+        ip = ipaddress.ip_address(first + (start - first + offset) % size)
+        if ip not in reserved:
             chosen.append(ip)
             if len(chosen) == count:
-                return chosen
-        raise OverlayError("subnet %s has %d free addresses; %d are needed" % (net, len(chosen), count), "ip")
-    pool = list(hosts)
-    if len(pool) < count:
-        raise OverlayError("subnet %s has %d free addresses; %d are needed" % (net, len(pool), count), "ip")
-    return sorted(random.sample(pool, count))
+                return sorted(chosen)
+    raise OverlayError("subnet %s has %d free addresses; %d are needed" % (net, len(chosen), count), field)
 
 
 def spread(attempt):
@@ -54,21 +67,30 @@ def spread(attempt):
     return attempt >= RANDOM_AFTER
 
 
-def claim(store, read, build, what):
+def claim(store, read, build, what, settle=None):
     """Run ``build(state, attempt)`` -> (ops, result) against fresh ``read()`` state until ``store``
-    commits the ops as one transaction.
+    commits the ops as one transaction. Returns (result, {key: ModifyIndex}).
 
-    ``build`` returns (ops, result) or raises OverlayError when the request itself is impossible
-    (e.g. an explicit address already taken). Returns ``result`` of the committed attempt.
+    ``build`` raises OverlayError when the request itself is impossible (e.g. an explicit address
+    already taken). A transaction whose checks fail lost a race and is retried with fresh data.
+    When its answer was lost, ``settle(result)`` reads back what it wrote: the indexes if it
+    committed (adopted), None if it did not (retried).
     """
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul
     for attempt in range(ATTEMPTS):
         state = read()
         ops, result = build(state, attempt)
         if not ops:
-            return result
-        failed = store.txn(ops)
-        if failed is None:
-            return result
-        # Lost a race: someone claimed the same key between our read and our write.
+            return result, {}
+        try:
+            return result, store.commit(ops)
+        except _consul.TxnConflict:
+            pass  # someone claimed the same key between our read and our write
+        except _consul.ConsulOutcomeUnknown:
+            if settle is None:
+                raise
+            indexes = settle(result)
+            if indexes is not None:
+                return result, indexes
         time.sleep(random.uniform(0, 0.02 * min(attempt + 1, 10)))
     raise OverlayError("gave up claiming %s after %d attempts: too many concurrent writers" % (what, ATTEMPTS))

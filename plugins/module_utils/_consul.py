@@ -69,6 +69,22 @@ def connection_settings(params, environ=None):
     return settings
 
 
+class TxnConflict(OverlayError):
+    """A transaction's checks failed (HTTP 409): nothing was applied; re-read and try again."""
+
+    def __init__(self, errors):
+        self.errors = errors
+        super().__init__("a transaction's checks failed: %s" % "; ".join("op %s: %s" % e for e in errors))
+
+
+class ConsulOutcomeUnknown(OverlayError):
+    """A write may or may not have been applied: its answer never arrived."""
+
+    def __init__(self, reason, ops=None, field="consul_host"):
+        self.ops = ops
+        super().__init__(reason, field)
+
+
 class Consul:
     """Thin KV access with clear errors. Values are JSON."""
 
@@ -175,6 +191,42 @@ class Consul:
         raise OverlayError("Consul at %s: a transaction failed with HTTP %s: %s" % (self.url, code, body.strip()))
 
 
+    def commit(self, ops):
+        """Apply ops atomically; {key: ModifyIndex} of the KV results. Raises TxnConflict (409),
+        ConsulOutcomeUnknown (the request went out, no answer came back) or OverlayError."""
+        if len(ops) > TXN_MAX_OPS:
+            raise ValueError("a Consul transaction holds at most %d operations" % TXN_MAX_OPS)
+
+        def callback(response):
+            return response.code, response.body
+
+        try:
+            code, body = self.client.http.put(callback, "/v1/txn", data=json.dumps(ops), headers=self.headers)
+        except Exception as e:  # noqa: BLE001
+            if requests is not None and isinstance(e, (requests.exceptions.ReadTimeout,
+                                                       requests.exceptions.ChunkedEncodingError)):
+                raise ConsulOutcomeUnknown("Consul at %s: no answer to a transaction within %ss; it may have "
+                                           "been applied" % (self.url, self.settings["timeout"]), ops)
+            raise self._error("a transaction", e)
+        if code == 200:
+            out = {}
+            for result in json.loads(body).get("Results") or ():
+                kv = result.get("KV")
+                if kv:
+                    out[kv["Key"]] = kv["ModifyIndex"]
+            return out
+        if code == 409:
+            errors = [(e.get("OpIndex"), e.get("What")) for e in json.loads(body).get("Errors") or []]
+            if any("Permission denied" in (w or "") or "ACL not found" in (w or "") for _i, w in errors):
+                raise OverlayError("Consul at %s: a transaction was refused: permission denied (check consul_token)"
+                                   % self.url, "consul_token")
+            raise TxnConflict(errors)
+        if code == 403:
+            raise OverlayError("Consul at %s: a transaction was refused: permission denied (check consul_token): %s"
+                               % (self.url, body.strip()), "consul_token")
+        raise OverlayError("Consul at %s: a transaction failed with HTTP %s: %s" % (self.url, code, body.strip()))
+
+
 # -- transaction operations --------------------------------------------------------------------
 def _kv(verb, key, value=None, index=None):
     op = {"Verb": verb, "Key": key}
@@ -188,6 +240,18 @@ def _kv(verb, key, value=None, index=None):
 def op_create(key, value):
     """Write only if the key does not exist yet: the claim that makes allocations unique."""
     return _kv("cas", key, value, 0)
+
+
+def op_cas(key, value, index):
+    return _kv("cas", key, value, index)
+
+
+def op_delete_cas(key, index):
+    return _kv("delete-cas", key, None, index)
+
+
+def op_check_index(key, index):
+    return _kv("check-index", key, None, index)
 
 
 def op_delete(key):

@@ -10,12 +10,13 @@ import ipaddress
 import socket
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _gateway, _links, _netns, _network, _overlay_ns, _peers, _keys, _underlay, _validate)
+    _allocate, _consul, _gateway, _hostlock, _keys, _links, _netns, _overlay_ns, _peers, _records, _underlay,
+    _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 OVERLAY_END = "ve-%s"   # the overlay namespace's end of eth0, on br0
 GATEWAY_END = "gw-%s"   # the host's end of eth1, on the gateway bridge
-CHUNK = _consul.TXN_MAX_OPS // 3  # three claims per endpoint in one transaction
+CHUNK = _records.CHUNK
 
 
 class Item:
@@ -71,32 +72,45 @@ def run(params, check_mode, run_command):
     settings = _consul.connection_settings(params)
     store = _consul.Consul(settings)
     layout = _keys.Layout(settings["prefix"])
-    with _netns.Netlink() as nl:
+    with _hostlock.HostLock(), _netns.Netlink() as nl:
         underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
-        network = _network.lookup(store, layout, params["network"])
+        network, index = _records.lookup(store, layout, params["network"])
         gw = None if network["internal"] else _gateway.from_params(params)
         if present:
-            return attach(nl, store, layout, network, gw, underlay, items, params, check_mode, run_command)
+            _records.usable(network)
+            return attach(nl, store, layout, network, index, gw, underlay, items, params, settings, check_mode,
+                          run_command)
         return detach(nl, store, layout, network, underlay, items, check_mode)
 
 
 # ------------------------------------------------------------------------------------ present
 
-def validate_items(nl, network, items, existing, claims, underlay):
+def validate_items(nl, network, items, existing, claims, macs, underlay, gw, force):
     """Every check that needs the store's or the kernel's view, before anything is written."""
     net = ipaddress.ip_network(network["subnet"])
     gateway = ipaddress.IPv4Address(network["gateway"])
-    wanted = {}
+    host_ns = _netns.resolve(None, None)
+    overlay_ns = _overlay_ns.namespace(network)
+    wanted, wanted_macs, names_in_ns = {}, {}, []
     for item in items:
         if item.ns is None:
             raise OverlayError("is required to attach endpoint %s" % item.name, item.f("namespace"))
         _netns.check_exists(item.ns, item.f("namespace"))
-        ipr = nl.get(item.ns)
-        for option, ifname in (("ifname", item.ifname), ("gateway_ifname", item.gw_ifname)):
-            msg = _links.find(ipr, ifname)
-            if msg is not None and _links.kind(msg) != "veth":
-                raise OverlayError("%s already has a %s device named %s; it will not be replaced"
-                                   % (item.ns.describe(), _links.kind(msg) or "plain", ifname), item.f(option))
+        if _netns.same_namespace(item.ns, host_ns):
+            raise OverlayError("%s is this host's own network namespace; an endpoint needs a namespace of its own "
+                               "(a container's)" % item.ns.describe(), item.f("namespace"))
+        if any(_netns.same_namespace(item.ns, _netns.resolve(n, "namespace"))
+               for n in _netns.list_named() if n.startswith("ovl-")):
+            raise OverlayError("%s is an overlay network's own namespace" % item.ns.describe(), item.f("namespace"))
+        for other_ns, other_if, other_name in names_in_ns:
+            for ifname in (item.ifname, item.gw_ifname):
+                if ifname == other_if and _netns.same_namespace(item.ns, other_ns):
+                    raise OverlayError("endpoints %s and %s both want interface %s in %s"
+                                       % (other_name, item.name, ifname, item.ns.describe()), item.f("ifname"))
+        names_in_ns += [(item.ns, item.ifname, item.name), (item.ns, item.gw_ifname, item.name)]
+        entry = existing.get(item.name)
+        record = entry.value if entry is not None else None
+        check_interfaces(nl, network, gw, item, record, overlay_ns, force)
         if item.ip_text:
             item.ip = _validate.ipv4_in(item.ip_text, net, item.f("ip"))
             if item.ip == gateway:
@@ -106,7 +120,11 @@ def validate_items(nl, network, items, existing, claims, underlay):
                 raise OverlayError("%s is requested for both %s and %s" % (item.ip, wanted[item.ip], item.name),
                                    item.f("ip"))
             wanted[item.ip] = item.name
-        record = existing.get(item.name)
+        if item.mac is not None:
+            if item.mac in wanted_macs:
+                raise OverlayError("%s is requested for both %s and %s" % (item.mac, wanted_macs[item.mac], item.name),
+                                   item.f("mac"))
+            wanted_macs[item.mac] = item.name
         if record is not None:
             if record["host"] != underlay.host:
                 raise OverlayError("endpoint %s of network %s is attached on host %s, not here (%s)"
@@ -117,72 +135,102 @@ def validate_items(nl, network, items, existing, claims, underlay):
             if item.mac is not None and item.mac != record["mac"]:
                 raise OverlayError("endpoint %s already has MAC %s; remove it first to change it"
                                    % (item.name, record["mac"]), item.f("mac"))
-        elif item.ip is not None:
+            continue
+        if item.ip is not None:
             owner = claims.get(str(item.ip))
             if owner is not None:
                 raise OverlayError("%s is already taken by endpoint %s of network %s"
                                    % (item.ip, owner, network["name"]), item.f("ip"))
+        if item.mac is not None:
+            owner = macs.get(item.mac) or next((e.value["name"] for e in existing.values()
+                                                if e.value.get("mac") == item.mac), None)
+            if owner is not None:
+                raise OverlayError("%s is already used by endpoint %s of network %s"
+                                   % (item.mac, owner, network["name"]), item.f("mac"))
+    if gw is not None:
+        check_gateway_subnet(nl, gw)
 
 
-def read_state(store, layout, network, underlay):
-    existing = {v["name"]: v for v in store.values(layout.endpoints(network["id"]))}
-    claims = {_keys.Layout.last(k): (v or {}).get("endpoint")
-              for k, (v, index) in store.get_tree(layout.ipam(network["id"])).items()}
-    gw_claims = {_keys.Layout.last(k) for k in store.keys(layout.gateway_ipam(underlay.host))}
-    return existing, claims, gw_claims
+def check_gateway_subnet(nl, gw):
+    """An existing gateway bridge keeps its subnet: re-addressing it would cut every endpoint on it."""
+    ipr = nl.get(_netns.resolve(None, None))
+    br = _links.find(ipr, gw.name)
+    if br is None:
+        return
+    v4 = [a for a in _links.addresses(ipr, br["index"]) if a.version == 4]
+    if v4 and gw.address not in v4:
+        raise OverlayError("the gateway bridge %s already has %s; this task asks for %s (gateway_subnet %s). "
+                           "Every endpoint on this host shares one gateway bridge"
+                           % (gw.name, ", ".join(map(str, v4)), gw.address, gw.subnet), "gateway_subnet")
 
 
-def claim_new(store, layout, network, gw, underlay, new_items):
-    """Create the records of new endpoints, allocating addresses, in transactions of CHUNK endpoints."""
-    created = []
+def check_interfaces(nl, network, gw, item, record, overlay_ns, force):
+    """Refuse to replace what this collection did not build, and to take over a live endpoint.
+
+    An interface under the requested name is ours only when it is the peer of this endpoint's
+    port (ve-* on br0, gw-* on the gateway bridge). The endpoint is live elsewhere when its br0
+    port still exists with its peer in another namespace: the old container still runs.
+    """
+    ipr = nl.get(item.ns)
+    short = record["id"][:10] if record else None
+    ends = [("ifname", item.ifname, overlay_ns, OVERLAY_END),
+            ("gateway_ifname", item.gw_ifname, _netns.resolve(None, None), GATEWAY_END)]
+    for option, ifname, port_ns, pattern in ends:
+        msg = _links.find(ipr, ifname)
+        if option == "gateway_ifname" and gw is None and msg is None:
+            continue
+        port_spec = _links.LinkSpec(port_ns, pattern % short, "") if short else None
+        port = _links.find(nl.get(port_ns), port_spec.name) if short and port_ns.exists() else None
+        mine = (msg is not None and port is not None and
+                _links.is_pair(nl, _links.LinkSpec(item.ns, ifname, ""), msg, port_spec, port))
+        if port is not None and not mine and option == "ifname":
+            raise OverlayError("endpoint %s is attached to another namespace (%s) that still exists; detach it "
+                               "there first (a restarted container's old namespace is gone, which is allowed)"
+                               % (item.name, record["namespace"]), item.f("namespace"))
+        if msg is not None and not mine and not force:
+            raise OverlayError("%s already has a %s device named %s that overlay.vxlan did not create for this "
+                               "endpoint; it will not be replaced (set force: true to replace it)"
+                               % (item.ns.describe(), _links.kind(msg) or "plain", ifname), item.f(option))
+        if msg is not None and not mine and _links.kind(msg) != "veth":
+            raise OverlayError("%s already has a %s device named %s; it is not a veth and will not be replaced"
+                               % (item.ns.describe(), _links.kind(msg) or "plain", ifname), item.f(option))
+
+
+def new_records_builder(network, gw, underlay, new_items):
+    """build(state, start, end, attempt) for _records.claim_endpoints: records for items start..end."""
     net = ipaddress.ip_network(network["subnet"])
-    for start in range(0, len(new_items), CHUNK):
-        chunk = new_items[start:start + CHUNK]
 
-        def read():
-            return read_state(store, layout, network, underlay)
+    def build(state, start, end, attempt):
+        existing, claims, macs, gw_claims = state
+        chunk = new_items[start:end]
+        for item in chunk:
+            if item.name in existing:
+                raise OverlayError("endpoint %s was created by another run meanwhile" % item.name, item.f("name"))
+            if item.ip is not None and str(item.ip) in claims:
+                raise OverlayError("%s was taken by endpoint %s meanwhile" % (item.ip, claims[str(item.ip)]),
+                                   item.f("ip"))
+            if item.mac is not None and item.mac in macs:
+                raise OverlayError("%s was taken by endpoint %s meanwhile" % (item.mac, macs[item.mac]), item.f("mac"))
+        reserved = set(claims) | {network["gateway"]} | {str(i.ip) for i in new_items if i.ip is not None}
+        automatic = [i for i in chunk if i.ip is None]
+        spread = _allocate.spread(attempt)
+        ips = iter(_allocate.free_addresses(net, reserved, len(automatic), randomize=spread))
+        gw_ips = iter(_allocate.free_addresses(gw.subnet, gw_claims | {gw.router}, len(chunk), randomize=spread,
+                                               field="gateway_subnet")) if gw else None
+        records = []
+        for item in chunk:
+            ip = item.ip if item.ip is not None else next(ips)
+            mac = item.mac or _keys.mac_for(ip)
+            if item.mac is None and mac in macs:  # an explicit MAC of another endpoint took this one
+                raise OverlayError("the MAC %s derived from %s is used by endpoint %s; give this endpoint an ip or "
+                                   "a mac" % (mac, ip, macs[mac]), item.f("mac"))
+            record = _keys.endpoint_record(network, item.name, ip, mac, underlay.host, underlay.vtep,
+                                           item.ifname, next(gw_ips) if gw else None, item.ns.spec)
+            record["gateway_ifname"] = item.gw_ifname if gw else None
+            records.append(record)
+        return records
 
-        def build(state, attempt, chunk=chunk):
-            existing, claims, gw_claims = state
-            for item in chunk:
-                if item.name in existing:
-                    raise OverlayError("endpoint %s was created by another run meanwhile" % item.name, item.f("name"))
-                if item.ip is not None and str(item.ip) in claims:
-                    raise OverlayError("%s was taken by endpoint %s meanwhile" % (item.ip, claims[str(item.ip)]),
-                                       item.f("ip"))
-            reserved = set(claims) | {network["gateway"]} | {str(i.ip) for i in chunk if i.ip is not None}
-            automatic = [i for i in chunk if i.ip is None]
-            ips = iter(_allocate.free_addresses(net, reserved, len(automatic), randomize=_allocate.spread(attempt)))
-            gw_ips = iter(_allocate.free_addresses(gw.subnet, gw_claims | {gw.router}, len(chunk),
-                                                   randomize=_allocate.spread(attempt))) if gw else None
-            ops, records = [], []
-            for item in chunk:
-                ip = item.ip if item.ip is not None else next(ips)
-                gw_ip = next(gw_ips) if gw else None
-                record = _keys.endpoint_record(network, item.name, ip, item.mac or _keys.mac_for(ip),
-                                                underlay.host, underlay.vtep, item.ifname, gw_ip, item.ns.spec)
-                record["gateway_ifname"] = item.gw_ifname if gw else None
-                ops.append(_consul.op_create(layout.ip_claim(network["id"], ip), {"endpoint": item.name}))
-                if gw:
-                    ops.append(_consul.op_create(layout.gateway_claim(underlay.host, gw_ip),
-                                                 {"endpoint": "%s/%s" % (network["id"], item.name)}))
-                ops.append(_consul.op_create(layout.endpoint(network["id"], item.name), record))
-                records.append(record)
-            return ops, records
-
-        created += _allocate.claim(store, read, build, "addresses in network %s" % network["name"])
-    return created
-
-
-def release(store, layout, network, records):
-    ops = []
-    for record in records:
-        ops.append(_consul.op_delete(layout.endpoint(network["id"], record["name"])))
-        ops.append(_consul.op_delete(layout.ip_claim(network["id"], record["ip"])))
-        if record.get("gateway_ip"):
-            ops.append(_consul.op_delete(layout.gateway_claim(record["host"], record["gateway_ip"])))
-    for start in range(0, len(ops), _consul.TXN_MAX_OPS):
-        store.txn(ops[start:start + _consul.TXN_MAX_OPS])
+    return build
 
 
 def link_specs(record, network, gw, target_ns, overlay_ns):
@@ -230,31 +278,38 @@ def build_kernel(nl, network, gw, record, ns, apply, default_route):
     return ["%s: %s" % (record["name"], a) for a in actions]
 
 
-def attach(nl, store, layout, network, gw, underlay, items, params, check_mode, run_command):
-    existing, claims = read_state(store, layout, network, underlay)[:2]
-    validate_items(nl, network, items, existing, claims, underlay)
-    _network.check_mtu(network, underlay)
+def attach(nl, store, layout, network, index, gw, underlay, items, params, settings, check_mode, run_command):
     apply = not check_mode
-    actions = []
+    actions = _overlay_ns.reconcile(nl, _records.all_networks(store, layout), settings["prefix"], apply)
+    existing, claims, macs = _records.read_endpoint_state(store, layout, network, underlay.host)[:3]
+    validate_items(nl, network, items, existing, claims, macs, underlay, gw, params.get("force", False))
+    _underlay.check_mtu(network, underlay)
     new_items = [i for i in items if i.name not in existing]
-    moved = [existing[i.name] for i in items if i.name in existing and existing[i.name]["namespace"] != i.ns.spec]
-    created = []
+    moved = [existing[i.name] for i in items
+             if i.name in existing and existing[i.name].value["namespace"] != i.ns.spec]
+    claimed = None
     if new_items:
         actions += ["store: register endpoint %s" % i.name for i in new_items]
         if apply:
-            created = claim_new(store, layout, network, gw, underlay, new_items)
+            claimed = _records.claim_endpoints(store, layout, network, index, underlay.host,
+                                               new_records_builder(network, gw, underlay, new_items),
+                                               len(new_items), "addresses in network %s" % network["name"])
+    created = claimed.records if claimed else []
     try:
-        for record in moved:
-            item = next(i for i in items if i.name == record["name"])
-            actions.append("store: endpoint %s now in namespace %s" % (record["name"], item.ns.spec))
+        records = {name: e.value for name, e in existing.items()}
+        for entry in moved:
+            item = next(i for i in items if i.name == entry.value["name"])
+            actions.append("store: endpoint %s now in namespace %s" % (entry.value["name"], item.ns.spec))
+            record = {k: v for k, v in entry.value.items() if k != "orphaned_at"}
             record["namespace"] = item.ns.spec
+            records[record["name"]] = record
             if apply:
-                store.put(layout.endpoint(network["id"], record["name"]), record)
-        host_actions, vx_index = _overlay_ns.ensure(nl, network, apply)
+                _records.update_endpoint(store, layout, entry, record)
+        host_actions, vx_index = _overlay_ns.ensure(nl, network, apply, settings["prefix"])
         actions += host_actions
         if gw is not None:
             actions += _gateway.ensure(nl, gw, run_command, apply)
-        records = {r["name"]: r for r in list(existing.values()) + created}
+        records.update({r["name"]: r for r in created})
         results = []
         for item in items:
             record = records.get(item.name)
@@ -269,14 +324,14 @@ def attach(nl, store, layout, network, gw, underlay, items, params, check_mode, 
             else:
                 actions += build_kernel(nl, network, gw, record, item.ns, apply, params.get("default_route", True))
             results.append(describe(nl, network, record, item.ns, apply))
-        if vx_index is not None:  # records holds every endpoint of the network, so peers come for free
+        if vx_index is not None:  # read under the host lock: no sync since can have seen newer records
             actions += _peers.sync(nl.get(_overlay_ns.namespace(network)), vx_index,
                                    _peers.desired(records.values(), underlay.vtep), apply)
     except BaseException:
         if created:  # nothing half-built: undo what this run built and claimed
             for record in created:
                 _remove_kernel(nl, network, record, apply=True)
-            release(store, layout, network, created)
+            _records.release(store, layout, created, claimed.indexes)
         raise
     return {"changed": bool(actions), "actions": actions, "network": network, "endpoints": results,
             "diff": {"before": {"endpoints": sorted(n for n in existing if n in {i.name for i in items})},
@@ -314,29 +369,37 @@ def _remove_kernel(nl, network, record, apply):
     return actions
 
 
-def remove_records(nl, store, layout, network, records, check_mode):
-    """Interfaces, record and claims of endpoints on this host (also used by overlay_network force)."""
+def detach_entries(nl, store, layout, network, entries, check_mode):
+    """Detach endpoints of this host (also used by overlay_network force): mark the records in
+    Consul (a refused write stops here, before any interface is touched), remove the interfaces,
+    then delete the records and claims. A failure after the mark leaves records marked
+    ``detaching`` that the next detach or the garbage collection finishes."""
     actions = []
-    for record in records:
-        actions += ["%s: %s" % (record["name"], a) for a in _remove_kernel(nl, network, record, not check_mode)]
-        actions.append("store: remove endpoint %s (%s)" % (record["name"], record["ip"]))
-    if not check_mode:
-        release(store, layout, network, records)
+    for entry in entries:
+        actions += ["%s: %s" % (entry.value["name"], a)
+                    for a in _remove_kernel(nl, network, entry.value, apply=False)]
+        actions.append("store: remove endpoint %s (%s)" % (entry.value["name"], entry.value["ip"]))
+    if check_mode or not entries:
+        return actions
+    indexes = _records.mark_detaching(store, layout, entries)
+    for entry in entries:
+        _remove_kernel(nl, network, entry.value, apply=True)
+    _records.release(store, layout, [e.value for e in entries], indexes)
     return actions
 
 
 def detach(nl, store, layout, network, underlay, items, check_mode):
-    existing = read_state(store, layout, network, underlay)[0]
-    records = []
+    existing = _records.read_endpoint_state(store, layout, network, underlay.host)[0]
+    entries = []
     for item in items:
-        record = existing.get(item.name)
-        if record is None:
+        entry = existing.get(item.name)
+        if entry is None:
             continue
-        if record["host"] != underlay.host:
-            raise OverlayError("endpoint %s is attached on host %s; remove it there" % (item.name, record["host"]),
+        if entry.value["host"] != underlay.host:
+            raise OverlayError("endpoint %s is attached on host %s; remove it there" % (item.name, entry.value["host"]),
                                item.f("name"))
-        records.append(record)
-    actions = remove_records(nl, store, layout, network, records, check_mode)
+        entries.append(entry)
+    actions = detach_entries(nl, store, layout, network, entries, check_mode)
     return {"changed": bool(actions), "actions": actions, "network": network,
-            "endpoints": [dict(r, state="absent") for r in records],
-            "diff": {"before": {"endpoints": sorted(r["name"] for r in records)}, "after": {"endpoints": []}}}
+            "endpoints": [dict(e.value, state="absent") for e in entries],
+            "diff": {"before": {"endpoints": sorted(e.value["name"] for e in entries)}, "after": {"endpoints": []}}}

@@ -5,7 +5,7 @@ store with this host's kernel by asking each reconciler what it *would* change (
 from __future__ import annotations
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _consul, _endpoint, _gateway, _netns, _network, _overlay_ns, _peers, _keys, _underlay)
+    _consul, _endpoint, _gateway, _gc, _keys, _netns, _overlay_ns, _peers, _records, _underlay)
 
 
 def inspect(network, endpoints):
@@ -29,7 +29,7 @@ def verify(nl, network, endpoints, underlay, params, run_command):
     def note(kind, actions):
         found.extend({"network": network["name"], "kind": kind, "difference": a} for a in actions)
 
-    host_actions, vx_index = _overlay_ns.ensure(nl, network, apply=False)
+    host_actions, vx_index = _overlay_ns.ensure(nl, network, False, params.get("consul_prefix") or "overlay")
     note("network", host_actions)
     if vx_index is not None:
         ipr = nl.get(_overlay_ns.namespace(network))
@@ -52,7 +52,7 @@ def run(params, run_command):
     store = _consul.Consul(settings)
     layout = _keys.Layout(settings["prefix"])
     if params.get("name"):
-        networks = [_network.lookup(store, layout, params["name"], "name")]
+        networks = [_records.lookup(store, layout, params["name"], "name")[0]]
     else:
         networks = sorted(store.values(layout.networks()), key=lambda n: n["name"])
     out = {"changed": False, "networks": []}
@@ -66,6 +66,14 @@ def run(params, run_command):
             differences = []
             for n in networks:
                 differences += verify(nl, n, per_network[n["id"]], underlay, params, run_command)
+            # What no single network's view shows: stale namespaces and garbage, on every host.
+            for action in _overlay_ns.reconcile(nl, _records.all_networks(store, layout), settings["prefix"], False):
+                differences.append({"network": None, "kind": "namespace", "difference": action})
+            for finding in _gc.collect(nl, store, layout, underlay, settings["prefix"], apply=False):
+                differences.append({"network": None, "kind": "garbage",
+                                    "difference": "%s %s: %s (%s)" % (finding["kind"], finding.get("key") or
+                                                                       finding.get("device"), finding["reason"],
+                                                                       finding["action"])})
         out["differences"] = differences
         out["in_sync"] = not differences
     return out

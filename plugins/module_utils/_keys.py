@@ -5,6 +5,7 @@
     <prefix>/v1/networks/<network name>              network record
     <prefix>/v1/vnis/<vni>                           claim: which network holds the VNI
     <prefix>/v1/ipam/<network id>/<ip>               claim: which endpoint holds the overlay address
+    <prefix>/v1/macs/<network id>/<mac>              claim: which endpoint holds the MAC address
     <prefix>/v1/endpoints/<network id>/<endpoint>    endpoint record
     <prefix>/v1/hosts/<host>                         host record (its VTEP address)
     <prefix>/v1/gateway-ipam/<host>/<ip>             claim: gateway-bridge address of a local endpoint
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import re
 import time
 
 SCHEMA = 1
@@ -41,6 +43,12 @@ class Layout:
     def ip_claim(self, network_id, ip):
         return "%s%s" % (self.ipam(network_id), ip)
 
+    def macs(self, network_id):
+        return "%smacs/%s/" % (self.root, network_id)
+
+    def mac_claim(self, network_id, mac):
+        return self.macs(network_id) + mac
+
     def endpoints(self, network_id):
         return "%sendpoints/%s/" % (self.root, network_id)
 
@@ -59,6 +67,14 @@ class Layout:
     @staticmethod
     def last(key):
         return key.rstrip("/").rsplit("/", 1)[-1]
+
+
+SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+
+
+def is_segment(value):
+    """Whether ``value`` may be one segment of a key (_validate.key_segment explains refusals)."""
+    return isinstance(value, str) and bool(SEGMENT.match(value)) and value not in (".", "..")
 
 
 def new_id():

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _netns, _overlay_ns, _peers, _keys, _underlay, _validate)
+    _allocate, _consul, _endpoint, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers, _records, _underlay,
+    _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 DEFAULT_PORT = 4789
@@ -50,41 +51,20 @@ def new_record(req, underlay):
                                  bool(req.internal), underlay.host)
 
 
-def check_mtu(record, underlay):
-    if record["mtu"] > underlay.max_overlay_mtu:
-        raise OverlayError(
-            "%d is too big for the underlay: %s has MTU %d, which leaves at most %d after the %d bytes of VXLAN "
-            "encapsulation" % (record["mtu"], underlay.interface, underlay.mtu, underlay.max_overlay_mtu,
-                               _underlay.VXLAN_OVERHEAD), "mtu")
+def check_overlaps(networks, req):
+    """A new network's subnet may not overlap another overlay's: the same hosts route both."""
+    for other in networks.values():
+        if other["name"] != req.name and req.subnet.overlaps(_validate.subnet(other["subnet"], "subnet")):
+            raise OverlayError("%s overlaps %s of network %s" % (req.subnet, other["subnet"], other["name"]), "subnet")
 
 
-def create_record(store, layout, record):
-    """Claim a VNI (the given one, or the lowest free from 256) and the name, in one transaction."""
-    explicit = record["vni"] is not None
-
-    def read():
-        existing = store.value(layout.network(record["name"]))
-        taken = {int(_keys.Layout.last(k)) for k in store.keys(layout.vnis())}
-        return existing, taken
-
-    def build(state, attempt):
-        existing, taken = state
-        if existing is not None:
-            return [], existing  # another host created it meanwhile: join that one
-        if explicit:
-            if record["vni"] in taken:
-                owner = store.value(layout.vni(record["vni"]))
-                raise OverlayError("VNI %d is already used by network %s" % (
-                    record["vni"], (owner or {}).get("network", "?")), "vni")
-            vni = record["vni"]
-        else:
-            vni = _allocate.free_vni(taken)
-        rec = dict(record, vni=vni)
-        ops = [_consul.op_create(layout.vni(vni), {"network": rec["name"], "id": rec["id"]}),
-               _consul.op_create(layout.network(rec["name"]), rec)]
-        return ops, rec
-
-    return _allocate.claim(store, read, build, "a VNI for network %s" % record["name"])
+def refuse_differences(record, req):
+    wrong = differences(record, req)
+    if wrong:
+        field, have, want = wrong[0]
+        raise OverlayError("network %s already exists with %s %s; this task asks for %s. A network's "
+                           "settings are cluster-wide: remove it first to change them"
+                           % (req.name, field, have, want), field)
 
 
 def run(params, check_mode):
@@ -94,52 +74,62 @@ def run(params, check_mode):
     settings = _consul.connection_settings(params)
     store = _consul.Consul(settings)
     layout = _keys.Layout(settings["prefix"])
-    with _netns.Netlink() as nl:
+    with _hostlock.HostLock(), _netns.Netlink() as nl:
         host_ns = _netns.resolve(None, None)
         underlay = _underlay.local(nl.get(host_ns), params, settings["host"])
-        record = store.value(layout.network(req.name))
+        record, index = _records.read_network(store, layout, req.name)
+        networks = _records.all_networks(store, layout)
+        # Namespaces of networks that are gone from Consul go first: they may hold a VNI this run needs.
+        actions = _overlay_ns.reconcile(nl, networks, settings["prefix"], apply=not check_mode)
         if req.state == "absent":
-            return absent(nl, store, layout, record, underlay, req, check_mode)
-        return present(nl, store, layout, record, underlay, req, check_mode)
+            result = absent(nl, store, layout, record, index, underlay, req, settings, check_mode)
+        else:
+            result = present(nl, store, layout, record, index, networks, underlay, req, settings, check_mode)
+        result["actions"] = actions + result["actions"]
+        result["changed"] = bool(result["actions"])
+        if params.get("gc", True):
+            result["garbage"] = _gc.collect(nl, store, layout, underlay, settings["prefix"],
+                                            grace=params.get("gc_grace", _gc.DEFAULT_GRACE), apply=not check_mode)
+        return result
 
 
-def present(nl, store, layout, record, underlay, req, check_mode):
+def present(nl, store, layout, record, index, networks, underlay, req, settings, check_mode):
     actions = []
     created = False
     before = dict(record) if record else None
     if record is not None:
-        wrong = differences(record, req)
-        if wrong:
-            field, have, want = wrong[0]
-            raise OverlayError("network %s already exists with %s %s; this task asks for %s. A network's "
-                               "settings are cluster-wide: remove it first to change them"
-                               % (req.name, field, have, want), field)
+        refuse_differences(record, req)
+        _records.usable(record, "name")
     else:
         proposed = new_record(req, underlay)
-        check_mtu(proposed, underlay)
+        _underlay.check_mtu(proposed, underlay)
+        check_overlaps(networks, req)
         actions.append("store: create network %s" % req.name)
         if check_mode:
             record = dict(proposed, vni=req.vni or "(allocated on creation)")
         else:
-            record = create_record(store, layout, proposed)
-            created = record["id"] == proposed["id"]  # not joined a record another host wrote meanwhile
-    check_mtu(record, underlay)
+            record, index, created = _records.create_network(store, layout, proposed)
+            if not created:  # another host created it meanwhile: it must be what this task asks for
+                refuse_differences(record, req)
+                _records.usable(record, "name")
+                actions = []
+    _underlay.check_mtu(record, underlay)
     try:
         actions += register_host(store, layout, underlay, check_mode)
         if check_mode and not isinstance(record["vni"], int):
             return result(record, actions + ["create namespace and devices for network %s" % req.name],
                           underlay, None, before)
-        host_actions, vx_index = _overlay_ns.ensure(nl, record, apply=not check_mode)
+        host_actions, vx_index = _overlay_ns.ensure(nl, record, not check_mode, settings["prefix"])
         actions += host_actions
-        endpoints = list_endpoints(store, layout, record)
+        endpoints = list_endpoints(store, layout, record)  # read under the host lock: never older than a sync
         peers = None
         if vx_index is not None:
             ipr = nl.get(_overlay_ns.namespace(record))
             actions += _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=not check_mode)
             peers = _peers.table(ipr, vx_index)
-    except Exception:
+    except BaseException:
         if created:  # nothing half-built: a record this run created goes with the failed host part
-            store.txn([_consul.op_delete(layout.network(record["name"])), _consul.op_delete(layout.vni(record["vni"]))])
+            _records.delete_created_network(store, layout, record, index)
             _overlay_ns.remove(nl, record, apply=True)
         raise
     return result(record, actions, underlay, peers, before, nl=nl, endpoints=endpoints)
@@ -157,45 +147,54 @@ def register_host(store, layout, underlay, check_mode):
 
 
 def list_endpoints(store, layout, record):
-    return store.values(layout.endpoints(record["id"]))
+    return [v for v in store.values(layout.endpoints(record["id"])) if isinstance(v, dict)]
 
 
-def absent(nl, store, layout, record, underlay, req, check_mode):
+def absent(nl, store, layout, record, index, underlay, req, settings, check_mode):
+    apply = not check_mode
     if record is None:
         # Another host removed the record already; this host's part may still be here.
         actions = []
         for ns in _overlay_ns.find_by_name(nl, req.name):
-            actions += _overlay_ns.remove_namespace(nl, ns, apply=not check_mode)
+            actions += _overlay_ns.remove_namespace(nl, ns, apply=apply)
         return {"changed": bool(actions), "actions": actions, "network": None, "kept_in_store": False,
                 "diff": {"before": {"namespaces": [a.split()[2] for a in actions]}, "after": {"namespaces": []}}}
     actions = []
-    endpoints = list_endpoints(store, layout, record)
-    local = [e["name"] for e in endpoints if e["host"] == underlay.host]
+    tree = _records.network_tree(store, layout, record)
+    entries = _records.endpoints_of(tree, layout, record)
+    local = [e for e in entries if e.value["host"] == underlay.host]
     if local and not req.force:
         raise OverlayError("network %s still has endpoints on this host (%s); remove them with "
-                           "overlay_endpoint state=absent, or set force: true" % (req.name, ", ".join(sorted(local))),
-                           "state")
+                           "overlay_endpoint state=absent, or set force: true"
+                           % (req.name, ", ".join(sorted(e.value["name"] for e in local))), "state")
     if local:
-        from ansible_collections.overlay.vxlan.plugins.module_utils import _endpoint
-        actions += _endpoint.remove_records(nl, store, layout, record,
-                                            [e for e in endpoints if e["host"] == underlay.host], check_mode)
-    actions += _overlay_ns.remove(nl, record, apply=not check_mode)
-    remaining = [e for e in endpoints if e["host"] != underlay.host]
-    kept = bool(remaining)
-    if not kept:
+        # Detach refuses before the kernel is touched when Consul does not take the write.
+        actions += _endpoint.detach_entries(nl, store, layout, record, local, check_mode)
+    remaining = [e for e in entries if e.value["host"] != underlay.host]
+    if not remaining:
         actions.append("store: delete network %s and release VNI %s" % (req.name, record["vni"]))
-        if not check_mode:
-            failed = store.txn([
-                _consul.op_delete(layout.network(record["name"])),
-                _consul.op_delete(layout.vni(record["vni"])),
-                _consul.op_delete_tree(layout.ipam(record["id"])),
-                _consul.op_delete_tree(layout.endpoints(record["id"])),
-            ])
-            if failed:
-                raise OverlayError("Consul refused to delete network %s: %s" % (req.name, failed))
+        if apply:
+            remaining = _remove_record(store, layout, record, index, underlay.host)
+            if remaining:
+                actions.pop()
+    actions += _overlay_ns.remove(nl, record, apply=apply)
+    kept = bool(remaining)
     return {"changed": bool(actions), "actions": actions, "network": None if not kept else record,
             "kept_in_store": kept, "remaining_endpoints": len(remaining),
             "diff": {"before": {"network": record}, "after": {"network": record if kept else None}}}
+
+
+def _remove_record(store, layout, record, index, host):
+    """Mark, re-read, then delete (or un-mark when an endpoint landed before the mark).
+    Returns the endpoints that keep the network, if any."""
+    marked, marked_index = _records.mark_removing(store, layout, record, index, host)
+    tree = _records.network_tree(store, layout, marked)
+    remaining = _records.endpoints_of(tree, layout, marked)
+    if remaining:
+        _records.unmark_removing(store, layout, marked, marked_index)
+        return remaining
+    _records.delete_network(store, layout, marked, marked_index, tree)
+    return []
 
 
 def result(record, actions, underlay, peers, before, nl=None, endpoints=None):
@@ -212,26 +211,3 @@ def result(record, actions, underlay, peers, before, nl=None, endpoints=None):
         "endpoints": len(endpoints or ()),
         "diff": {"before": {"network": before, "actions": []}, "after": {"network": record, "actions": actions}},
     }
-
-
-def lookup(store, layout, spec, field="network"):
-    """A network record by name, or by id (full, or a unique prefix of at least 12 hex digits)."""
-    record = store.value(layout.network(spec)) if _validate_name_quietly(spec) else None
-    if record is not None:
-        return record
-    if len(spec) >= 12 and all(c in "0123456789abcdef" for c in spec):
-        found = [v for v in store.values(layout.networks()) if v["id"].startswith(spec)]
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            raise OverlayError("id prefix %s matches %d networks" % (spec, len(found)), field)
-    raise OverlayError("no overlay network named %s exists in Consul (create it with overlay_network first)" % spec,
-                       field)
-
-
-def _validate_name_quietly(spec):
-    try:
-        _validate.object_name(spec, "network")
-        return True
-    except OverlayError:
-        return False

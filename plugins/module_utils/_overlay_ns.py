@@ -6,6 +6,7 @@ vxlan0 is created in the host namespace and then moved in, so its UDP socket sta
 underlay while the device itself is only reachable from inside the overlay namespace."""
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 
@@ -20,9 +21,72 @@ def namespace(network):
     return _netns.resolve(_keys.overlay_namespace(network), "network")
 
 
-def alias(network):
-    """br0's alias: lets a host find its part of a network whose record is already gone."""
-    return "overlay.vxlan network %s %s" % (network["name"], network["id"])
+def alias(network, prefix="overlay"):
+    """br0's alias: lets a host find its part of a network whose record is already gone, and tell
+    the namespaces of its own store (prefix) from those of another deployment on the same host."""
+    return "overlay.vxlan network %s %s %s" % (network["name"], network["id"], prefix)
+
+
+def parse_alias(text):
+    """(name, id, prefix) from br0's alias, or None for a namespace that is not ours."""
+    words = (text or "").split()
+    if len(words) < 4 or words[:2] != ["overlay.vxlan", "network"]:
+        return None
+    return words[2], words[3], words[4] if len(words) > 4 else "overlay"
+
+
+def owned(nl):
+    """{namespace name: (network name, id, prefix)} of every overlay namespace on this host."""
+    found = {}
+    for ns_name in _netns.list_named():
+        if not ns_name.startswith("ovl-"):
+            continue
+        ns = _netns.resolve(ns_name, "name")
+        if not _netns.is_netns(ns.path):
+            continue
+        br = _links.find(nl.get(ns), BRIDGE)
+        parsed = parse_alias(br.get("IFLA_IFALIAS")) if br is not None else None
+        if parsed is not None:
+            found[ns_name] = parsed
+    return found
+
+
+def stale(nl, networks, prefix):
+    """Overlay namespaces of this store whose network record is gone (or was re-created under
+    another id): {namespace name: (network name, id)}. ``networks``: {id: record} from Consul."""
+    return {ns: (name, net_id) for ns, (name, net_id, pfx) in owned(nl).items()
+            if pfx == prefix and net_id not in networks}
+
+
+def tear_down(nl, ns_name, apply):
+    """Remove a stale overlay namespace: vxlan0 first (it frees the VNI and UDP port for a new
+    network), then the gateway ports of its endpoints on the host, then the namespace with the
+    endpoints' br0 ends (their peers in the containers go with them)."""
+    ns = _netns.resolve(ns_name, "name")
+    actions = ["delete stale namespace %s (its network is no longer in Consul)" % ns_name]
+    if not apply:
+        return actions
+    ipr = nl.get(ns)
+    vx = _links.find(ipr, VXLAN)
+    if vx is not None:
+        _links.delete(ipr, vx)
+    shorts = [m.get("IFLA_IFNAME")[3:] for m in ipr.get_links() if (m.get("IFLA_IFNAME") or "").startswith("ve-")]
+    host = nl.get(_netns.resolve(None, None))
+    for short in shorts:
+        gw_end = _links.find(host, "gw-" + short)
+        if gw_end is not None:
+            _links.delete(host, gw_end)
+    nl.forget(ns)
+    _netns.delete_named(ns_name)
+    return actions
+
+
+def reconcile(nl, networks, prefix, apply):
+    """Tear down every stale overlay namespace of this store on this host. Returns the actions."""
+    actions = []
+    for ns_name in sorted(stale(nl, networks, prefix)):
+        actions += tear_down(nl, ns_name, apply)
+    return actions
 
 
 def find_by_name(nl, name):
@@ -73,9 +137,23 @@ def _vxlan_matches(msg, network):
         data.get(k) == v for k, v in vxlan_settings(network).items())
 
 
-def ensure(nl, network, apply):
-    """Namespace, br0 and vxlan0 as the network record says. Returns (actions, vxlan index or None)."""
+def ensure(nl, network, apply, prefix="overlay"):
+    """Namespace, br0 and vxlan0 as the network record says. Returns (actions, vxlan index or None).
+
+    A namespace this call created is deleted again if a later step fails: a failed build never
+    leaves half a network behind."""
     ns = namespace(network)
+    created = apply and not ns.exists()
+    try:
+        return _ensure(nl, ns, network, apply, prefix)
+    except BaseException:
+        if created and ns.exists():
+            nl.forget(ns)
+            _netns.delete_named(ns.spec)
+        raise
+
+
+def _ensure(nl, ns, network, apply, prefix):
     actions = []
     if ns.exists() and not _netns.is_netns(ns.path):
         # A plain file left where the namespace was (its mount vanished, e.g. with the mount
@@ -113,10 +191,10 @@ def ensure(nl, network, apply):
     br_spec = _links.LinkSpec(ns, BRIDGE, "network", mtu=network["mtu"], addresses=[gateway], up=True)
     if br is not None:
         actions += _links.ensure_attributes(ipr, br, br_spec, apply)
-        if br.get("IFLA_IFALIAS") != alias(network):
+        if br.get("IFLA_IFALIAS") != alias(network, prefix):
             actions.append("%s: label %s with network %s" % (ns.spec, BRIDGE, network["name"]))
             if apply:
-                ipr.link("set", index=br["index"], ifalias=alias(network))
+                ipr.link("set", index=br["index"], ifalias=alias(network, prefix))
 
     vx = _links.find(ipr, VXLAN)
     if vx is not None and not _vxlan_matches(vx, network):
@@ -130,9 +208,21 @@ def ensure(nl, network, apply):
             vx = _create_vxlan(nl, ns, network)
     vx_spec = _links.LinkSpec(ns, VXLAN, "network", mtu=network["mtu"], master=BRIDGE, up=True)
     if vx is not None:
-        actions += _links.ensure_attributes(ipr, vx, vx_spec, apply)
+        try:
+            actions += _links.ensure_attributes(ipr, vx, vx_spec, apply)
+        except _netns.NetlinkError as e:
+            if e.code == errno.EADDRINUSE:
+                raise OverlayError("UDP port %d is already in use on this host by something other than a VXLAN "
+                                   "device of the same VNI (vxlan0 of network %s cannot come up)"
+                                   % (network["port"], network["name"]), "port")
+            raise
         vx = _links.find(ipr, VXLAN) if apply else vx
     return actions, (vx["index"] if vx is not None else None)
+
+
+def _add_vxlan(host, temp, network):
+    host.link("add", ifname=temp, kind="vxlan", vxlan_id=network["vni"], vxlan_port=network["port"],
+              vxlan_learning=0, vxlan_proxy=1, vxlan_l2miss=1, vxlan_l3miss=1)
 
 
 def _create_vxlan(nl, ns, network):
@@ -142,12 +232,12 @@ def _create_vxlan(nl, ns, network):
     if stale is not None:  # left by an interrupted run
         _links.delete(host, stale)
     try:
-        host.link("add", ifname=temp, kind="vxlan", vxlan_id=network["vni"], vxlan_port=network["port"],
-                  vxlan_learning=0, vxlan_proxy=1, vxlan_l2miss=1, vxlan_l3miss=1)
+        _add_vxlan(host, temp, network)
     except _netns.NetlinkError as e:
+        # Stale namespaces of networks gone from Consul were torn down before (reconcile), so
+        # whoever holds the VNI now is not ours to remove.
         holders = _holders_of_vni(nl, network["vni"], network["port"])
-        hint = ("; overlay namespace %s on this host already holds it (left by a network removed from "
-                "Consul? delete it with ip netns del)" % ", ".join(holders)) if holders else ""
+        hint = ("; overlay namespace %s on this host already holds it" % ", ".join(holders)) if holders else ""
         raise OverlayError("the kernel refused to create the vxlan device (vni %d, port %d): %s%s"
                            % (network["vni"], network["port"], e, hint))
     index = _links.find(host, temp)["index"]

@@ -88,3 +88,12 @@ def local(ipr, params, consul_host):
     underlay = discover(ipr, params, consul_host)
     underlay.host = host_name(params)
     return underlay
+
+
+def check_mtu(record, underlay):
+    """A network's MTU must fit the underlay after the VXLAN encapsulation."""
+    if record["mtu"] > underlay.max_overlay_mtu:
+        raise OverlayError(
+            "%d is too big for the underlay: %s has MTU %d, which leaves at most %d after the %d bytes of VXLAN "
+            "encapsulation" % (record["mtu"], underlay.interface, underlay.mtu, underlay.max_overlay_mtu,
+                               VXLAN_OVERHEAD), "mtu")

@@ -100,6 +100,13 @@ options:
     description: Point the target namespace's default route at the gateway bridge (not on internal networks).
     type: bool
     default: true
+  force:
+    description:
+      - Replace an interface named O(ifname) or O(gateway_ifname) in the target namespace that overlay.vxlan did not
+        create for this endpoint (by default that is an error, and nothing changes).
+      - It never takes over an endpoint whose current namespace still exists.
+    type: bool
+    default: false
   host:
     description: This host's name in the store. Defaults to the target's hostname.
     type: str
@@ -191,6 +198,7 @@ def main():
         ifname=dict(type="str", default="eth0"),
         gateway_ifname=dict(type="str", default="eth1"),
         default_route=dict(type="bool", default=True),
+        force=dict(type="bool", default=False),
         state=dict(type="str", choices=["present", "absent"], default="present"),
     )
     argument_spec.update(GATEWAY_ARGS)

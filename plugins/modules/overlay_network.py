@@ -71,6 +71,19 @@ options:
     description: With O(state=absent), also remove this host's endpoints of the network instead of failing.
     type: bool
     default: false
+  gc:
+    description:
+      - Run a garbage-collection pass after the network's own work (see docs/design.md, "Garbage collection");
+        overlay namespaces of networks gone from Consul are always torn down first.
+      - Releases endpoint records of this host whose interfaces are gone (after O(gc_grace)), records of networks
+        that are gone, claims no record holds, and br0/gateway ports no record owns. Results are in RV(garbage).
+    type: bool
+    default: true
+  gc_grace:
+    description: Seconds an orphaned endpoint record or a claim without a record is kept before it is released
+      (a container that restarts within it keeps its address).
+    type: int
+    default: 120
   state:
     description:
       - V(present) ensures the record and this host's part, and syncs peers.
@@ -137,6 +150,13 @@ kept_in_store:
   description: With state=absent, whether the record stayed because endpoints remain on other hosts.
   returned: state=absent
   type: bool
+garbage:
+  description: What the garbage-collection pass found on this host and in the store, and what it did about it.
+  returned: when O(gc=true)
+  type: list
+  elements: dict
+  sample: [{kind: record, key: overlay/v1/endpoints/6e24.../web1, reason: its interfaces are gone,
+            action: "mark orphaned; release after 120s"}]
 actions:
   description: What was changed (or would be, in check mode).
   returned: always
@@ -162,6 +182,8 @@ def main():
         mtu=dict(type="int"),
         internal=dict(type="bool"),
         force=dict(type="bool", default=False),
+        gc=dict(type="bool", default=True),
+        gc_grace=dict(type="int", default=120),
         state=dict(type="str", choices=["present", "absent"], default="present"),
     )
     argument_spec.update(HOST_ARGS)

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _allocate, _keys
+from ansible_collections.overlay.vxlan.plugins.module_utils import _allocate, _consul, _keys
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 
@@ -49,12 +49,12 @@ class FakeStore:
         self.failures = failures
         self.calls = 0
 
-    def txn(self, ops):
+    def commit(self, ops):
         self.calls += 1
         if self.failures:
             self.failures -= 1
-            return [(0, "failed index check")]
-        return None
+            raise _consul.TxnConflict([(0, "failed index check")])
+        return {"k": 7}
 
 
 def test_claim_retries_lost_races_with_fresh_state():
@@ -68,7 +68,7 @@ def test_claim_retries_lost_races_with_fresh_state():
     def build(state, attempt):
         return [{"KV": {}}], (state, attempt)
 
-    assert _allocate.claim(store, read, build, "x") == (3, 2)
+    assert _allocate.claim(store, read, build, "x") == ((3, 2), {"k": 7})
     assert store.calls == 3
 
 
@@ -90,6 +90,7 @@ def test_layout_keys():
     assert layout.vni(256) == "overlay/v1/vnis/256"
     assert layout.ip_claim("ab", "192.168.0.2") == "overlay/v1/ipam/ab/192.168.0.2"
     assert layout.endpoint("ab", "C0") == "overlay/v1/endpoints/ab/C0"
+    assert layout.mac_claim("ab", "02:42:0a:00:00:02") == "overlay/v1/macs/ab/02:42:0a:00:00:02"
     assert layout.gateway_claim("docker0", "172.18.0.2") == "overlay/v1/gateway-ipam/docker0/172.18.0.2"
     assert _keys.Layout.last("overlay/v1/vnis/257") == "257"
 
@@ -102,3 +103,20 @@ def test_ids_are_64_hex_and_namespace_derives_from_id():
 
 def test_a_writer_that_lost_a_race_takes_the_next_lowest_before_spreading_out():
     assert [_allocate.spread(a) for a in range(5)] == [False, False, False, True, True]
+
+
+def test_free_addresses_walk_lazily_on_a_huge_subnet():
+    # A /8 has 16 million addresses: picking a few, randomly or not, must not list them all.
+    import tracemalloc
+    tracemalloc.start()
+    picked = _allocate.free_addresses("10.0.0.0/8", {"10.0.0.1"}, 20, randomize=True)
+    _size, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(set(picked)) == 20 and all(str(ip) != "10.0.0.1" for ip in picked)
+    assert peak < 5_000_000
+    assert [str(ip) for ip in _allocate.free_addresses("10.0.0.0/8", {"10.0.0.1"}, 2)] == ["10.0.0.2", "10.0.0.3"]
+
+
+def test_exhausted_pool_names_the_field():
+    with pytest.raises(OverlayError, match="gateway_subnet: subnet 10.0.0.0/30 has 0 free addresses"):
+        _allocate.free_addresses("10.0.0.0/30", {"10.0.0.1", "10.0.0.2"}, 1, field="gateway_subnet")

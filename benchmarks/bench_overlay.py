@@ -462,9 +462,9 @@ class Bench:
 
 KEY_FUNCTIONS = [   # (file suffix, function): where the 50-endpoint attach spends its time
     ("_endpoint.py", "run"),
-    ("_endpoint.py", "read_state"),
+    ("_records.py", "read_endpoint_state"),
     ("_endpoint.py", "validate_items"),
-    ("_endpoint.py", "claim_new"),
+    ("_records.py", "claim_endpoints"),
     ("_overlay_ns.py", "ensure"),
     ("_gateway.py", "ensure"),
     ("_endpoint.py", "build_kernel"),
@@ -482,7 +482,7 @@ KEY_FUNCTIONS = [   # (file suffix, function): where the 50-endpoint attach spen
     ("_netns.py", "get"),
     ("_netns.py", "close"),
     ("_netns.py", "same_namespace"),
-    ("_consul.py", "txn"),
+    ("_consul.py", "commit"),
     ("_consul.py", "get_tree"),
     ("_consul.py", "keys"),
     ("_consul.py", "get"),
@@ -494,7 +494,8 @@ DETACH_KEYS = [
     ("_endpoint.py", "_remove_kernel"),
     ("_links.py", "find"),
     ("_links.py", "delete"),
-    ("_endpoint.py", "release"),
+    ("_records.py", "mark_detaching"),
+    ("_records.py", "release"),
     ("_netns.py", "get"),
 ]
 

@@ -25,3 +25,22 @@ class OverlayError(Exception):
 def fail(module, error):
     """Report an OverlayError through Ansible, keeping the field machine-readable."""
     module.fail_json(msg=error.message, field=error.field, **error.details)
+
+
+def run(module, work):
+    """A module's whole run: ``work()`` returns the result; every failure becomes a clear
+    fail_json, never a traceback in place of JSON. An OverlayError names its option; anything
+    else (a netlink or OS error under a run, e.g. an interface that vanished) says what it was,
+    with the traceback in ``exception`` for -vvv."""
+    import traceback
+    try:
+        result = work()
+    except OverlayError as e:
+        fail(module, e)
+        return
+    except Exception as e:  # noqa: BLE001 - the last line of defence: report, do not crash
+        errno_ = getattr(e, "code", None) or getattr(e, "errno", None)
+        module.fail_json(msg="unexpected %s%s during the run: %s" % (
+            type(e).__name__, " (errno %s)" % errno_ if errno_ else "", e), exception=traceback.format_exc())
+        return
+    module.exit_json(**result)

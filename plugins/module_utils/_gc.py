@@ -80,12 +80,13 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
             continue
         if _alive(nl, network, value):
             continue
-        if not value.get("orphaned_at"):
+        if not value.get("orphaned_at") and grace > 0:
             found("record", key, "its interfaces are gone (container removed without a detach?)",
                   "mark orphaned; release after %ds" % grace, key=True)
             marks.append((key, index, value))
-        elif _age(value["orphaned_at"]) >= grace:
-            found("record", key, "orphaned since %s" % value["orphaned_at"], "release", key=True)
+        elif grace <= 0 or _age(value["orphaned_at"]) >= grace:
+            found("record", key, "its interfaces are gone (since %s)" % value.get("orphaned_at", "now"), "release",
+                  key=True)
             _remove_ports(nl, network, value, apply)
             deletes.append((key, index, value))
         else:
@@ -104,7 +105,7 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
         }[kind] == rest and (value.get("id") in (None, rec_value.get("id")))
         if ok:
             continue
-        if _age((value or {}).get("at") if isinstance(value, dict) else None) < grace:
+        if grace > 0 and _age((value or {}).get("at") if isinstance(value, dict) else None) < grace:
             found("claim", key, "no record holds it (yet)", "wait for the grace period", key=True)
             continue
         found("claim", key, "no record holds it", "release", key=True)

@@ -174,7 +174,7 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError, fail
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import run
 from ansible_collections.overlay.vxlan.plugins.module_utils._veth import run_netns_veth
 
 END_OPTIONS = dict(
@@ -196,11 +196,7 @@ def main():
         state=dict(type="str", choices=["present", "absent"], default="present"),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        result = run_netns_veth(module.params, check_mode=module.check_mode)
-    except OverlayError as e:
-        fail(module, e)
-    module.exit_json(**result)
+    run(module, lambda: run_netns_veth(module.params, check_mode=module.check_mode))
 
 
 if __name__ == "__main__":

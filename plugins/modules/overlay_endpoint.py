@@ -172,7 +172,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import _endpoint
 from ansible_collections.overlay.vxlan.plugins.module_utils._consul import CONNECTION_ARGS
-from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError, fail
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import run
 from ansible_collections.overlay.vxlan.plugins.module_utils._gateway import GATEWAY_ARGS
 from ansible_collections.overlay.vxlan.plugins.module_utils._underlay import HOST_ARGS
 
@@ -207,11 +207,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            mutually_exclusive=[("name", "endpoints")],
                            required_one_of=[("name", "endpoints")])
-    try:
-        result = _endpoint.run(module.params, module.check_mode, module.run_command)
-    except OverlayError as e:
-        fail(module, e)
-    module.exit_json(**result)
+    run(module, lambda: _endpoint.run(module.params, module.check_mode, module.run_command))
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import _info
 from ansible_collections.overlay.vxlan.plugins.module_utils._consul import CONNECTION_ARGS
-from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError, fail
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import run
 from ansible_collections.overlay.vxlan.plugins.module_utils._gateway import GATEWAY_ARGS
 from ansible_collections.overlay.vxlan.plugins.module_utils._underlay import HOST_ARGS
 
@@ -106,11 +106,7 @@ def main():
     argument_spec.update(HOST_ARGS)
     argument_spec.update(CONNECTION_ARGS)
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    try:
-        result = _info.run(module.params, module.run_command)
-    except OverlayError as e:
-        fail(module, e)
-    module.exit_json(**result)
+    run(module, lambda: _info.run(module.params, module.run_command))
 
 
 if __name__ == "__main__":

@@ -34,23 +34,27 @@ class _Underlay:
 
 def _allocate_addresses(args):
     port, network, n = args
-    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _endpoint, _keys
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _endpoint, _keys, _records
     store = _consul.Consul(_settings(port))
+    layout = _keys.Layout("overlay")
     items = [_endpoint.Item({"name": "w%d-e%d" % (n, i), "namespace": "ns%d" % i}, "",
                             {"ifname": "eth0", "gateway_ifname": "eth1"}) for i in range(ADDRESSES_PER_WRITER)]
-    records = _endpoint.claim_new(store, _keys.Layout("overlay"), network, None, _Underlay(n), items)
-    return [r["ip"] for r in records]
+    index = _records.read_network(store, layout, network["name"])[1]
+    claimed = _records.claim_endpoints(store, layout, network, index, _Underlay(n).host,
+                                       _endpoint.new_records_builder(network, None, _Underlay(n), items),
+                                       len(items), "addresses")
+    return [r["ip"] for r in claimed.records]
 
 
 def _create_networks(args):
     port, n = args
-    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _network, _keys
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _keys, _records
     store = _consul.Consul(_settings(port))
     vnis = []
     for i in range(NETWORKS_PER_WRITER):
         record = _keys.network_record("w%d-n%d" % (n, i), ipaddress.ip_network("10.%d.%d.0/24" % (100 + n, i)),
                                        "10.%d.%d.1" % (100 + n, i), None, 1450, 4789, False, "writer%d" % n)
-        vnis.append(_network.create_record(store, _keys.Layout("overlay"), record)["vni"])
+        vnis.append(_records.create_network(store, _keys.Layout("overlay"), record)[0]["vni"])
     return vnis
 
 
@@ -61,11 +65,11 @@ def _run_at_once(fn, args):
 
 
 def test_eight_writers_allocate_400_addresses_without_duplicates(lab):
-    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _network, _keys
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _keys, _records
     port = lab._consul_forwarder().address[1]
     store = _consul.Consul(_settings(port))
-    network = _network.create_record(store, _keys.Layout("overlay"), _keys.network_record(
-        "crowded", ipaddress.ip_network("10.40.0.0/22"), "10.40.0.1", None, 1450, 4789, False, "test"))
+    network = _records.create_network(store, _keys.Layout("overlay"), _keys.network_record(
+        "crowded", ipaddress.ip_network("10.40.0.0/22"), "10.40.0.1", None, 1450, 4789, False, "test"))[0]
     per_writer = _run_at_once(_allocate_addresses, [(port, network, n) for n in range(WRITERS)])
     ips = [ip for batch in per_writer for ip in batch]
     assert len(ips) == WRITERS * ADDRESSES_PER_WRITER

@@ -49,7 +49,8 @@ def test_consul_holds_the_network_and_endpoints(lab):
     c0 = endpoint(lab, "demonet", "C0")
     assert (c0["ip"], c0["mac"], c0["host"], c0["vtep"]) == ("192.168.0.100", "02:42:c0:a8:00:64", "docker0",
                                                              "10.0.0.10")
-    assert records["overlay/v1/ipam/%s/192.168.0.100" % demonet["id"]] == {"endpoint": "C0"}
+    assert records["overlay/v1/ipam/%s/192.168.0.100" % demonet["id"]]["endpoint"] == "C0"
+    assert records["overlay/v1/macs/%s/02:42:c0:a8:00:64" % demonet["id"]]["endpoint"] == "C0"
     c1 = endpoint(lab, "demonet", "C1")
     c2 = endpoint(lab, "demonet", "C2")
     # docker0 and docker1 allocate at the same time: between them they take the two lowest free addresses.

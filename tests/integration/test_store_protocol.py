@@ -1,0 +1,192 @@
+"""The store protocol's interleavings, forced deterministically against a real Consul: the step of
+another host lands exactly between this run's read and its write. Through Ansible the same races
+are tried by timing (test_overlay_hardening.py); here every ordering is hit on purpose."""
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from overlay_helpers import collection_import_path, kv
+
+HOST = "h1"
+
+
+@pytest.fixture(scope="module")
+def lab(module_lab_factory, collection_path):
+    collection_import_path(collection_path)
+    return module_lab_factory({"consul": "10.0.0.5"}, internet=False)
+
+
+@pytest.fixture
+def mods(lab):
+    from ansible_collections.overlay.vxlan.plugins.module_utils import (_consul, _endpoint, _keys, _network,
+                                                                         _records)
+    lab.consul_client().kv.delete("overlay/", recurse=True)
+    return _consul, _endpoint, _keys, _network, _records
+
+
+def _store(lab, mods):
+    _consul = mods[0]
+    port = lab._consul_forwarder().address[1]
+    return _consul.Consul({"host": "127.0.0.1", "port": port, "scheme": "http", "token": None, "ca_cert": None,
+                           "verify": True, "timeout": 10, "prefix": "overlay"})
+
+
+class _Underlay:
+    host, vtep = HOST, "10.1.0.1"
+
+
+def _network(mods, store, name="n1", subnet="10.80.0.0/24"):
+    _keys, _records = mods[2], mods[4]
+    rec = _keys.network_record(name, ipaddress.ip_network(subnet), str(next(ipaddress.ip_network(subnet).hosts())),
+                               None, 1450, 4789, False, HOST)
+    record, index, created = _records.create_network(store, _keys.Layout("overlay"), rec)
+    assert created
+    return record, index
+
+
+def _claim(mods, store, network, index, names, count=None):
+    _endpoint, _keys, _records = mods[1], mods[2], mods[4]
+    items = [_endpoint.Item({"name": n, "namespace": "ns-" + n}, "", {"ifname": "eth0", "gateway_ifname": "eth1"})
+             for n in names]
+    return _records.claim_endpoints(store, _keys.Layout("overlay"), network, index, HOST,
+                                    _endpoint.new_records_builder(network, None, _Underlay(), items),
+                                    len(items) if count is None else count, "addresses")
+
+
+def _endpoint_keys(lab):
+    return sorted(k for k in kv(lab) if any(p in k for p in ("/endpoints/", "/ipam/", "/macs/", "/gateway-ipam/")))
+
+
+def test_an_attach_whose_write_comes_after_the_removal_mark_is_refused(lab, mods):
+    _consul, _records = mods[0], mods[4]
+    store = _store(lab, mods)
+    layout = mods[2].Layout("overlay")
+    network, index = _network(mods, store)
+    real = store.commit
+    calls = []
+
+    def commit(ops):
+        if not calls:  # another host marks the network for removal between our read and our write
+            calls.append(1)
+            _records.mark_removing(_store(lab, mods), layout, network, index, "other")
+        return real(ops)
+
+    store.commit = commit
+    with pytest.raises(Exception) as info:
+        _claim(mods, store, network, index, ["A"])
+    assert "network n1 is being removed (by host other)" in str(info.value)
+    assert _endpoint_keys(lab) == []
+
+
+def test_an_attach_committed_before_the_mark_keeps_the_network(lab, mods):
+    _network_mod, _records = mods[3], mods[4]
+    store = _store(lab, mods)
+    layout = mods[2].Layout("overlay")
+    network, index = _network(mods, store)
+    # The removal read "no endpoints" earlier; meanwhile an attach committed. The mark and the
+    # re-read after it see the endpoint: the network stays, un-marked, with its endpoint.
+    _claim(mods, store, network, index, ["A"])
+    remaining = _network_mod._remove_record(store, layout, network, index, "other")
+    assert [e.value["name"] for e in remaining] == ["A"]
+    record = kv(lab)["overlay/v1/networks/n1"]
+    assert "removing" not in record and record["id"] == network["id"]
+    assert len(_endpoint_keys(lab)) == 3  # record, address claim, MAC claim
+
+
+def test_an_attach_after_the_network_is_gone_leaves_nothing(lab, mods):
+    _network_mod = mods[3]
+    store = _store(lab, mods)
+    layout = mods[2].Layout("overlay")
+    network, index = _network(mods, store)
+    assert _network_mod._remove_record(store, layout, network, index, "other") == []
+    assert [k for k in kv(lab)] == []
+    with pytest.raises(Exception) as info:
+        _claim(mods, store, network, index, ["A"])
+    assert "network n1 was removed while endpoints were being attached" in str(info.value)
+    assert kv(lab) == {}
+
+
+def test_a_batch_failing_in_its_second_transaction_releases_the_first(lab, mods):
+    _consul = mods[0]
+    store = _store(lab, mods)
+    network, index = _network(mods, store)
+    before = kv(lab)
+    real = store.commit
+    calls = []
+
+    def commit(ops):
+        calls.append(1)
+        if len(calls) == 2:
+            raise _consul.OverlayError("Consul at x: a transaction failed with HTTP 500: leader lost")
+        return real(ops)
+
+    store.commit = commit
+    with pytest.raises(Exception, match="HTTP 500"):
+        _claim(mods, store, network, index, ["E%d" % i for i in range(20)])
+    store.commit = real
+    assert kv(lab) == before
+
+
+def test_a_lost_answer_that_did_commit_is_adopted_once(lab, mods):
+    _consul, _records = mods[0], mods[4]
+    store = _store(lab, mods)
+    network, index = _network(mods, store)
+    real = store.commit
+
+    def commit(ops):
+        real(ops)  # Consul applied it; the answer never came back
+        raise _consul.ConsulOutcomeUnknown("no answer", ops)
+
+    store.commit = commit
+    claimed = _claim(mods, store, network, index, ["A", "B"])
+    store.commit = real
+    assert sorted(r["name"] for r in claimed.records) == ["A", "B"]
+    assert len(_endpoint_keys(lab)) == 6  # adopted, not claimed a second time
+    _records.release(store, mods[2].Layout("overlay"), claimed.records, claimed.indexes)
+    assert _endpoint_keys(lab) == []
+
+
+def test_a_lost_answer_that_did_not_commit_is_retried(lab, mods):
+    _consul = mods[0]
+    store = _store(lab, mods)
+    network, index = _network(mods, store)
+    real = store.commit
+    calls = []
+
+    def commit(ops):
+        calls.append(1)
+        if len(calls) == 1:
+            raise _consul.ConsulOutcomeUnknown("no answer", ops)  # lost before Consul saw it
+        return real(ops)
+
+    store.commit = commit
+    claimed = _claim(mods, store, network, index, ["A"])
+    store.commit = real
+    assert [r["name"] for r in claimed.records] == ["A"] and len(_endpoint_keys(lab)) == 3
+
+
+def test_the_loser_of_a_same_name_create_gets_the_winners_record_and_refuses_a_difference(lab, mods):
+    _keys, _network_mod, _records = mods[2], mods[3], mods[4]
+    store = _store(lab, mods)
+    layout = _keys.Layout("overlay")
+    winner, _index = _network(mods, store, "twin", "10.81.0.0/24")
+    real = _records.read_network
+    calls = []
+
+    def stale_read(store_, layout_, name):  # our read happened before the winner's write
+        calls.append(1)
+        return (None, 0) if len(calls) == 1 else real(store_, layout_, name)
+
+    _records.read_network = stale_read
+    try:
+        mine = _keys.network_record("twin", ipaddress.ip_network("10.82.0.0/24"), "10.82.0.1", None, 1450, 4789,
+                                    False, "h2")
+        record, _index, created = _records.create_network(store, layout, mine)
+    finally:
+        _records.read_network = real
+    assert not created and record["id"] == winner["id"] and len(calls) >= 2
+    req = _network_mod.Request({"name": "twin", "state": "present", "subnet": "10.82.0.0/24"})
+    with pytest.raises(Exception, match="subnet: network twin already exists with subnet 10.81.0.0/24"):
+        _network_mod.refuse_differences(record, req)

@@ -14,6 +14,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import pytest
+
 from lab import REPO
 from lab.core import CONSUL_BIN
 from overlay_helpers import PLAYBOOKS
@@ -86,6 +88,8 @@ def files_with_secrets(host, values):
     return found
 
 
+# -vvv over SSH is slow on a busy machine (the module_utils copy alone is many round trips).
+@pytest.mark.timeout(1800)
 def test_no_secret_in_output_or_in_a_readable_file(lab_factory):
     values = secrets()
     gossip, management = values["gossip key"], values["management token"]

@@ -32,7 +32,12 @@ collections="$REPO/.cache/collections"
 rm -rf "$REPO/.cache/build" "$collections"
 mkdir -p "$REPO/.cache/build" "$collections"
 .venv/bin/ansible-galaxy collection build --force --output-path "$REPO/.cache/build" "$REPO" >/dev/null
-.venv/bin/ansible-galaxy collection install --offline --force -p "$collections" "$REPO"/.cache/build/overlay-vxlan-*.tar.gz 2>&1 | grep -v "is not part of the configured" >/dev/null || true
+# Output captured, not piped into `grep -v ... >/dev/null` (GNU grep stops at its first line when
+# writing to /dev/null, and ansible-galaxy then died of EPIPE while `|| true` hid it).
+if ! galaxy_out="$(.venv/bin/ansible-galaxy collection install --offline --force -p "$collections" "$REPO"/.cache/build/overlay-vxlan-*.tar.gz 2>&1)"; then
+    printf '%s\n' "$galaxy_out" >&2
+    exit 1
+fi
 echo "collection overlay.vxlan built and installed into $collections"
 
 if [ "$mode" = vm ] && [ ! -x lab/vm/up.sh ]; then

@@ -30,9 +30,9 @@ tar -C "$REPO" -cf - \
 # get_pip_<version>.py. A stand-in there bootstraps pip from Python's own ensurepip instead,
 # then installs the pinned pip from the package index like get-pip.py would.
 export HOME="$REPO/.cache/sanity-home"
-pip_version="$(grep -oE "pip='[0-9.]+'" "$("$VENV/bin/python" -c \
+pip_version="$(grep -m1 -oE "pip='[0-9.]+'" "$("$VENV/bin/python" -c \
     'import ansible_test, os; print(os.path.dirname(ansible_test.__file__))')/_internal/python_requirements.py" \
-    | head -n1 | grep -oE '[0-9.]+')"
+    | grep -oE '[0-9.]+')"
 mkdir -p "$HOME/.ansible/test/cache"
 cat >"$HOME/.ansible/test/cache/get_pip_${pip_version//./_}.py" <<'EOF'
 """Stand-in for get-pip.py, written by scripts/sanity.sh: pip from ensurepip, then the pinned pip."""

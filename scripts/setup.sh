@@ -62,7 +62,8 @@ if [[ ! -x "$CACHE/bin/consul" ]] || ! compgen -G "$CACHE/debs/consul_*.deb" >/d
     log "fetching consul $CONSUL_VERSION from Debian bullseye (private apt config)"
     apt-get "${APT_OPTS[@]}" update -qq
     (cd "$CACHE/debs" && apt-get "${APT_OPTS[@]}" download -qq consul)
-    deb="$(find "$CACHE/debs" -maxdepth 1 -name 'consul_*.deb' -printf '%T@ %p\n' | sort -rn | head -n1 | cut -d' ' -f2-)"
+    # No `| head` under pipefail: a reader that exits early SIGPIPEs the writer (awk reads it all).
+    deb="$(find "$CACHE/debs" -maxdepth 1 -name 'consul_*.deb' -printf '%T@ %p\n' | sort -rn | awk 'NR == 1' | cut -d' ' -f2-)"
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
     dpkg -x "$deb" "$tmp"
@@ -71,7 +72,10 @@ if [[ ! -x "$CACHE/bin/consul" ]] || ! compgen -G "$CACHE/debs/consul_*.deb" >/d
 else
     log "consul: ok"
 fi
-"$CACHE/bin/consul" version | head -n1 | sed 's/^/[setup] /'
+# Captured first: `consul version | head -n1` under pipefail failed the script now and then
+# (head exits after one line, consul takes a SIGPIPE writing the rest).
+consul_version="$("$CACHE/bin/consul" version)"
+log "${consul_version%%$'\n'*}"
 
 # --- 4. wheels of the target hosts' Python dependencies --------------------------
 # Hosts without internet (the lab's VMs) get pyroute2 and py-consul from these, pushed by the

@@ -35,7 +35,11 @@ pid_is_vm() {
     local pid="$1" name="$2"
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     [[ -r "/proc/$pid/cmdline" ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "-name vmlab-$name\b"
+    # Read first, then match: `tr | grep -q` under pipefail returned 141 (tr SIGPIPEd once grep
+    # had its match) for a long qemu command line, i.e. "not this VM" for a VM that is.
+    local cmdline
+    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline")" || return 1
+    grep -q -- "-name vmlab-$name\b" <<<"$cmdline"
 }
 
 # Recorded owner of VM NAME (empty: none).

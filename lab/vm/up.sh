@@ -85,7 +85,7 @@ done
 mapfile -t already < <(running_vms)
 new=0
 for n in "${names[@]}"; do
-    printf '%s\n' "${already[@]}" | grep -qx "$n" || new=$((new + 1))
+    grep -qx -- "$n" <<<"$(printf '%s\n' "${already[@]}")" || new=$((new + 1))   # no pipe into grep -q (SIGPIPE)
 done
 if ((${#already[@]} + new > MAX_VMS)); then
     die "would run $((${#already[@]} + new)) VMs (running: ${already[*]:-none}); LAB_VM_MAX=$MAX_VMS"

@@ -160,13 +160,15 @@ class Lab:
                  collections_path: str | os.PathLike | None = None,
                  groups: dict[str, list[str]] | None = None,
                  inventory_vars: dict | None = None,
-                 private_dirs: list[str] | tuple[str, ...] = ()):
+                 private_dirs: list[str] | tuple[str, ...] = (),
+                 consul_hcl: list[str] | tuple[str, ...] = ()):
         self.workdir = Path(workdir).resolve()
         self.net = ipaddress.ip_network(prefix)
         self.venv = Path(venv)
         self.collections_path = str(collections_path) if collections_path else None
         self.internet = internet
         self.private_dirs = list(private_dirs)
+        self.consul_hcl = list(consul_hcl)   # extra `-hcl` snippets for the dev agent (ACLs, encrypt)
         self.inventory_vars = dict(inventory_vars or {})
         # Unique per lab and per process: names only ever used inside our own
         # namespaces or files, but this keeps logs and state files distinct.
@@ -388,7 +390,8 @@ LogLevel ERROR
         self._spawn("consul", h.name, h.nsenter_cmd() + [
             str(CONSUL_BIN), "agent", "-dev", "-node", h.name,
             "-client", h.ip, "-bind", h.ip,
-            "-hcl", "disable_update_check = true"])
+            "-hcl", "disable_update_check = true",
+            *[a for hcl in self.consul_hcl for a in ("-hcl", hcl)]])
 
     def _consul_proc(self) -> _Proc | None:
         return next((p for p in self._procs if p.role == "consul"), None)

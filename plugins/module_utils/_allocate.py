@@ -26,9 +26,10 @@ def free_vni(taken, first=VNI_FIRST, last=VNI_LAST):
     return vni
 
 
-def free_addresses(net, reserved, count, randomize=False):
+def free_addresses(net, reserved, count, randomize=False, field="ip"):
     """``count`` free host addresses of ``net`` that are not in ``reserved``: the lowest ones,
-    or a random choice (see ``spread``), so that racing writers stop picking the same ones."""
+    or a random choice (see ``spread``), so that racing writers stop picking the same ones.
+    ``field`` is the option an exhausted pool is reported against (ip, gateway_subnet)."""
     if count == 0:
         return []
     net = ipaddress.ip_network(net)
@@ -40,10 +41,10 @@ def free_addresses(net, reserved, count, randomize=False):
             chosen.append(ip)
             if len(chosen) == count:
                 return chosen
-        raise OverlayError("subnet %s has %d free addresses; %d are needed" % (net, len(chosen), count), "ip")
+        raise OverlayError("subnet %s has %d free addresses; %d are needed" % (net, len(chosen), count), field)
     pool = list(hosts)
     if len(pool) < count:
-        raise OverlayError("subnet %s has %d free addresses; %d are needed" % (net, len(pool), count), "ip")
+        raise OverlayError("subnet %s has %d free addresses; %d are needed" % (net, len(pool), count), field)
     return sorted(random.sample(pool, count))
 
 

@@ -24,8 +24,9 @@ class Item:
     def __init__(self, raw, field, defaults):
         self.field = field
         self.name = _validate.object_name(raw.get("name"), field + "name")
-        self.ns = _netns.resolve(raw.get("namespace"), field + "namespace") if raw.get("namespace") else None
-        self.ip_text = raw.get("ip")
+        namespace = _validate.no_space(raw.get("namespace"), field + "namespace")
+        self.ns = _netns.resolve(namespace, field + "namespace") if namespace else None
+        self.ip_text = _validate.no_space(raw.get("ip"), field + "ip")
         self.mac = _validate.mac(raw.get("mac"), field + "mac")
         self.ifname = _validate.ifname(raw.get("ifname") or defaults["ifname"], field + "ifname")
         self.gw_ifname = _validate.ifname(raw.get("gateway_ifname") or defaults["gateway_ifname"],
@@ -40,6 +41,7 @@ class Item:
 
 
 def items_from(params):
+    _validate.key_segment(params.get("network"), "network")  # a network name or id prefix: both fit
     defaults = {"ifname": params.get("ifname") or "eth0", "gateway_ifname": params.get("gateway_ifname") or "eth1"}
     if params.get("endpoints"):
         if params.get("name"):
@@ -75,6 +77,11 @@ def run(params, check_mode, run_command):
         underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
         network = _network.lookup(store, layout, params["network"])
         gw = None if network["internal"] else _gateway.from_params(params)
+        if gw is not None and present:  # the gateway subnet must not overlap the overlay or the underlay
+            _validate.no_overlap(gw.subnet, network["subnet"], "gateway_subnet",
+                                 "the subnet %s of network %s" % (network["subnet"], network["name"]))
+            _validate.no_overlap(gw.subnet, underlay.network, "gateway_subnet",
+                                 "the underlay network %s of %s" % (underlay.network, underlay.interface))
         if present:
             return attach(nl, store, layout, network, gw, underlay, items, params, check_mode, run_command)
         return detach(nl, store, layout, network, underlay, items, check_mode)
@@ -152,9 +159,11 @@ def claim_new(store, layout, network, gw, underlay, new_items):
                                        item.f("ip"))
             reserved = set(claims) | {network["gateway"]} | {str(i.ip) for i in chunk if i.ip is not None}
             automatic = [i for i in chunk if i.ip is None]
-            ips = iter(_allocate.free_addresses(net, reserved, len(automatic), randomize=_allocate.spread(attempt)))
+            ips = iter(_allocate.free_addresses(net, reserved, len(automatic), randomize=_allocate.spread(attempt),
+                                                field="ip"))
             gw_ips = iter(_allocate.free_addresses(gw.subnet, gw_claims | {gw.router}, len(chunk),
-                                                   randomize=_allocate.spread(attempt))) if gw else None
+                                                   randomize=_allocate.spread(attempt),
+                                                   field="gateway_subnet")) if gw else None
             ops, records = [], []
             for item in chunk:
                 ip = item.ip if item.ip is not None else next(ips)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _netns, _overlay_ns, _peers, _keys, _underlay, _validate)
+    _allocate, _consul, _gateway, _netns, _overlay_ns, _peers, _keys, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 DEFAULT_PORT = 4789
@@ -17,7 +17,10 @@ class Request:
     def __init__(self, params):
         self.name = _validate.object_name(params["name"], "name")
         self.state = params["state"]
-        self.subnet = _validate.subnet(params["subnet"], "subnet") if params.get("subnet") else None
+        self.subnet = _validate.overlay_subnet(params["subnet"], "subnet") if params.get("subnet") else None
+        if self.subnet is not None and not params.get("internal"):  # its endpoints get a gateway port
+            gw_subnet = params.get("gateway_subnet") or _gateway.DEFAULT_SUBNET
+            _validate.no_overlap(self.subnet, gw_subnet, "subnet", "the gateway subnet %s" % gw_subnet)
         self.gateway = None
         if params.get("gateway"):
             if self.subnet is None:
@@ -107,6 +110,9 @@ def present(nl, store, layout, record, underlay, req, check_mode):
     actions = []
     created = False
     before = dict(record) if record else None
+    if req.subnet is not None and underlay.network is not None:  # the overlay must not hide the underlay
+        _validate.no_overlap(req.subnet, underlay.network, "subnet",
+                             "the underlay network %s of %s" % (underlay.network, underlay.interface))
     if record is not None:
         wrong = differences(record, req)
         if wrong:

@@ -196,7 +196,8 @@ def test_overlay_subnet_accepts(value):
 @pytest.mark.parametrize("value,reason", [
     ("0.0.0.0/0", "is every IPv4 address"), ("0.0.0.0/8", "is 'this network'"), ("0.0.0.0/1", "contains"),
     ("127.0.0.0/8", "is loopback"), ("127.1.0.0/24", "is loopback"), ("126.0.0.0/7", "contains the loopback"),
-    ("169.254.0.0/16", "is link-local"), ("169.254.5.0/24", "is link-local"), ("169.0.0.0/8", "contains the link-local"),
+    ("169.254.0.0/16", "is link-local"), ("169.254.5.0/24", "is link-local"),
+    ("169.0.0.0/8", "contains the link-local"),
     ("224.0.0.0/4", "is multicast"), ("224.0.0.0/24", "is multicast"), ("239.255.0.0/16", "is multicast"),
     ("240.0.0.0/4", "is reserved"), ("240.0.0.0/24", "is reserved"), ("255.255.255.0/24", "is reserved"),
     ("192.0.0.0/2", "contains the multicast"),

@@ -15,6 +15,7 @@ GOOD = {"subnet": "10.9.0.0/24"}  # a subnet nothing else objects to
 # Strings that must never become (part of) a Consul key.
 ESCAPES = ["../networks/VICTIM", "a/b", "a b", "a%2Fb", "..", ".", "na\u00efve", "x" * 255, "V0\n", "",
            " lead", "trail ", "tab\tbed", "nul\x00"]
+FEW = ["../networks/VICTIM", "a%2Fb", "..", "V0\n"]  # where a module is tried with a few of them
 
 
 def _bad_name(field, value):
@@ -76,13 +77,13 @@ NETWORK_CASES = (
 
 E = {"network": "demonet", "namespace": "e1"}
 ENDPOINT_CASES = (
-    [("name-%d" % i, dict(E, name=v), _bad_name("name", v)) for i, v in enumerate(ESCAPES)]
+    [("name-%d" % i, dict(E, name=v), _bad_name("name", v)) for i, v in enumerate(ESCAPES[:10])]
     + [("item-name-%d" % i, {"network": "demonet", "endpoints": [{"name": "E1", "namespace": "e1"},
                                                                  {"name": v, "namespace": "e1"}]},
-        _bad_name("endpoints[1].name", v)) for i, v in enumerate(ESCAPES[:9])]
+        _bad_name("endpoints[1].name", v)) for i, v in enumerate(FEW)]
     + [("network-%d" % i, {"network": v, "name": "E1", "namespace": "e1"}, "network: %r is not a valid" % (v,))
-       for i, v in enumerate(ESCAPES[:9])]
-    + [("host-%d" % i, dict(E, name="E1", host=v), _bad_host(v)) for i, v in enumerate(ESCAPES[:9])]
+       for i, v in enumerate(FEW)]
+    + [("host-%d" % i, dict(E, name="E1", host=v), _bad_host(v)) for i, v in enumerate(FEW)]
     + [
         ("ip-newline", dict(E, name="E1", ip="192.168.0.50\n"), "ip: '192.168.0.50\\n' contains"),
         ("mac-newline", dict(E, name="E1", mac="02:42:c0:a8:00:32\n"), "mac: '02:42:c0:a8:00:32\\n' contains"),
@@ -102,7 +103,7 @@ ENDPOINT_CASES = (
     ]
 )
 
-VTEP_CASES = [("host-%d" % i, {"host": v}, _bad_host(v)) for i, v in enumerate(ESCAPES)] + [
+VTEP_CASES = [("host-%d" % i, {"host": v}, _bad_host(v)) for i, v in enumerate(FEW)] + [
     ("prefix-dotdot", {"consul_prefix": "rt/../rt2"}, "consul_prefix: segment '..' of 'rt/../rt2'"),
 ]
 
@@ -132,7 +133,7 @@ def test_hostile_input_is_refused_naming_the_option_and_changes_nothing(lab):
     extra = {"network_cases": [{"id": i, "args": a} for i, a, _e in NETWORK_CASES],
              "endpoint_cases": [{"id": i, "args": a} for i, a, _e in ENDPOINT_CASES],
              "vtep_cases": [{"id": i, "args": a} for i, a, _e in VTEP_CASES]}
-    result = lab.ansible_playbook(str(PLAYBOOKS / "hostile_input.yml"), extra_vars=extra)
+    result = lab.ansible_playbook(str(PLAYBOOKS / "hostile_input.yml"), extra_vars=extra, timeout=1500)
     wrong = []
     for task, cases in tables:
         outcomes = _by_id(result, task, cases)

@@ -44,14 +44,14 @@ def items_from(params):
     _validate.key_segment(params.get("network"), "network")  # a network name or id prefix: both fit
     defaults = {"ifname": params.get("ifname") or "eth0", "gateway_ifname": params.get("gateway_ifname") or "eth1"}
     if params.get("endpoints"):
-        if params.get("name"):
+        if params.get("name") is not None:
             raise OverlayError("give either name (one endpoint) or endpoints (a list), not both", "endpoints")
         raws = [(e, "endpoints[%d]." % i) for i, e in enumerate(params["endpoints"])]
         for raw, field in raws:
             if raw.get("network") not in (None, params["network"]):
                 raise OverlayError("is %s, but this task attaches to network %s" % (raw["network"], params["network"]),
                                    field + "network")
-    elif params.get("name"):
+    elif params.get("name") is not None:  # an empty name is refused as a name, below
         raws = [(dict(name=params["name"], namespace=params.get("namespace"), ip=params.get("ip"),
                       mac=params.get("mac")), "")]
     else:

@@ -271,3 +271,10 @@ def test_endpoint_items_refuse_hostile_values():
         _endpoint.items_from({"network": "demonet", "endpoints": [{"name": "E1", "namespace": "e1", "ip": "1.2.3.4\n"}],
                               "ifname": "eth0", "gateway_ifname": "eth1"})
     assert e.value.field == "endpoints[0].ip"
+
+
+def test_empty_endpoint_name_is_refused_as_a_name():
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _endpoint
+    with pytest.raises(OverlayError, match="^name: '' is not a valid name"):
+        _endpoint.items_from({"network": "demonet", "name": "", "namespace": "e1", "ifname": "eth0",
+                              "gateway_ifname": "eth1"})

@@ -9,6 +9,7 @@ import json
 import os
 from urllib.parse import urlparse
 
+from ansible_collections.overlay.vxlan.plugins.module_utils import _validate
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 try:
@@ -60,12 +61,10 @@ def connection_settings(params, environ=None):
         "ca_cert": params.get("consul_ca_cert") or env.get("CONSUL_CACERT") or None,
         "verify": verify,
         "timeout": params.get("consul_timeout") or 10,
-        "prefix": (params.get("consul_prefix") or "overlay").strip("/"),
+        "prefix": _validate.consul_prefix(params.get("consul_prefix"), "consul_prefix"),
     }
     if not 1 <= int(settings["port"]) <= 65535:
         raise OverlayError("port %s is outside 1..65535" % settings["port"], "consul_port")
-    if not settings["prefix"]:
-        raise OverlayError("must not be empty", "consul_prefix")
     return settings
 
 

@@ -25,8 +25,9 @@ class Item:
     def __init__(self, raw, field, defaults):
         self.field = field
         self.name = _validate.object_name(raw.get("name"), field + "name")
-        self.ns = _netns.resolve(raw.get("namespace"), field + "namespace") if raw.get("namespace") else None
-        self.ip_text = raw.get("ip")
+        namespace = _validate.no_space(raw.get("namespace"), field + "namespace")
+        self.ns = _netns.resolve(namespace, field + "namespace") if namespace else None
+        self.ip_text = _validate.no_space(raw.get("ip"), field + "ip")
         self.mac = _validate.mac(raw.get("mac"), field + "mac")
         self.ifname = _validate.ifname(raw.get("ifname") or defaults["ifname"], field + "ifname")
         self.gw_ifname = _validate.ifname(raw.get("gateway_ifname") or defaults["gateway_ifname"],
@@ -41,16 +42,17 @@ class Item:
 
 
 def items_from(params):
+    _validate.key_segment(params.get("network"), "network")  # a network name or id prefix: both fit
     defaults = {"ifname": params.get("ifname") or "eth0", "gateway_ifname": params.get("gateway_ifname") or "eth1"}
     if params.get("endpoints"):
-        if params.get("name"):
+        if params.get("name") is not None:
             raise OverlayError("give either name (one endpoint) or endpoints (a list), not both", "endpoints")
         raws = [(e, "endpoints[%d]." % i) for i, e in enumerate(params["endpoints"])]
         for raw, field in raws:
             if raw.get("network") not in (None, params["network"]):
                 raise OverlayError("is %s, but this task attaches to network %s" % (raw["network"], params["network"]),
                                    field + "network")
-    elif params.get("name"):
+    elif params.get("name") is not None:  # an empty name is refused as a name, below
         raws = [(dict(name=params["name"], namespace=params.get("namespace"), ip=params.get("ip"),
                       mac=params.get("mac")), "")]
     else:
@@ -76,6 +78,11 @@ def run(params, check_mode, run_command):
         underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
         network, index = _records.lookup(store, layout, params["network"])
         gw = None if network["internal"] else _gateway.from_params(params)
+        if gw is not None and present:  # the gateway subnet must not overlap the overlay or the underlay
+            _validate.no_overlap(gw.subnet, network["subnet"], "gateway_subnet",
+                                 "the subnet %s of network %s" % (network["subnet"], network["name"]))
+            _validate.no_overlap(gw.subnet, underlay.network, "gateway_subnet",
+                                 "the underlay network %s of %s" % (underlay.network, underlay.interface))
         if present:
             _records.usable(network)
             return attach(nl, store, layout, network, index, gw, underlay, items, params, settings, check_mode,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import re
 import time
 
 SCHEMA = 1
@@ -67,14 +66,6 @@ class Layout:
     @staticmethod
     def last(key):
         return key.rstrip("/").rsplit("/", 1)[-1]
-
-
-SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-
-
-def is_segment(value):
-    """Whether ``value`` may be one segment of a key (_validate.key_segment explains refusals)."""
-    return isinstance(value, str) and bool(SEGMENT.match(value)) and value not in (".", "..")
 
 
 def new_id():

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _endpoint, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers, _records, _underlay,
-    _validate)
+    _allocate, _consul, _endpoint, _gateway, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers, _records,
+    _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 DEFAULT_PORT = 4789
@@ -18,7 +18,10 @@ class Request:
     def __init__(self, params):
         self.name = _validate.object_name(params["name"], "name")
         self.state = params["state"]
-        self.subnet = _validate.subnet(params["subnet"], "subnet") if params.get("subnet") else None
+        self.subnet = _validate.overlay_subnet(params["subnet"], "subnet") if params.get("subnet") else None
+        if self.subnet is not None and not params.get("internal"):  # its endpoints get a gateway port
+            gw_subnet = params.get("gateway_subnet") or _gateway.DEFAULT_SUBNET
+            _validate.no_overlap(self.subnet, gw_subnet, "subnet", "the gateway subnet %s" % gw_subnet)
         self.gateway = None
         if params.get("gateway"):
             if self.subnet is None:
@@ -97,6 +100,9 @@ def present(nl, store, layout, record, index, networks, underlay, req, settings,
     actions = []
     created = False
     before = dict(record) if record else None
+    if req.subnet is not None and underlay.network is not None:  # the overlay must not hide the underlay
+        _validate.no_overlap(req.subnet, underlay.network, "subnet",
+                             "the underlay network %s of %s" % (underlay.network, underlay.interface))
     if record is not None:
         refuse_differences(record, req)
         _records.usable(record, "name")

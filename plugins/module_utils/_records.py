@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _allocate, _consul, _keys
+from ansible_collections.overlay.vxlan.plugins.module_utils import _allocate, _consul, _keys, _validate
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 CLAIMS_PER_ENDPOINT = 4  # address, MAC, gateway address, record
@@ -54,7 +54,7 @@ def read_network(store, layout, name):
 def lookup(store, layout, spec, field="network"):
     """(record, index) by name, or by id (full, or a unique prefix of at least 12 hex digits)."""
     record, index = (None, 0)
-    if _keys.is_segment(spec):
+    if _validate.is_key_segment(spec):
         record, index = read_network(store, layout, spec)
     if record is not None:
         return record, index

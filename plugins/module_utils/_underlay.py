@@ -6,7 +6,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _links
+from ansible_collections.overlay.vxlan.plugins.module_utils import _links, _validate
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8
@@ -18,11 +18,12 @@ HOST_ARGS = dict(
 
 
 class Underlay:
-    def __init__(self, host, vtep, interface, mtu):
+    def __init__(self, host, vtep, interface, mtu, network=None):
         self.host = host
         self.vtep = vtep
         self.interface = interface
         self.mtu = mtu
+        self.network = network  # the VTEP address's subnet: overlay and gateway subnets stay out of it
 
     @property
     def max_overlay_mtu(self):
@@ -30,7 +31,10 @@ class Underlay:
 
 
 def host_name(params):
-    return params.get("host") or socket.gethostname()
+    """The host's name in Consul keys: ``host``, else socket.gethostname(); both checked."""
+    if params.get("host") is None:
+        return _validate.host_name(socket.gethostname(), "host", default=True)
+    return _validate.host_name(params["host"], "host")
 
 
 def discover(ipr, params, consul_host):
@@ -73,14 +77,14 @@ def _from_interface(ipr, name):
     v4 = [a for a in _links.addresses(ipr, msg["index"]) if a.version == 4]
     if not v4:
         raise OverlayError("interface %s has no IPv4 address to use as VTEP" % name, "vtep")
-    return Underlay(None, str(v4[0].ip), name, msg.get("IFLA_MTU"))
+    return Underlay(None, str(v4[0].ip), name, msg.get("IFLA_MTU"), v4[0].network)
 
 
 def _from_address(ipr, ip):
     for msg in ipr.get_links():
         for iface in _links.addresses(ipr, msg["index"]):
             if iface.ip == ip:
-                return Underlay(None, str(ip), msg.get("IFLA_IFNAME"), msg.get("IFLA_MTU"))
+                return Underlay(None, str(ip), msg.get("IFLA_IFNAME"), msg.get("IFLA_MTU"), iface.network)
     raise OverlayError("no interface on this host holds %s" % ip, "vtep")
 
 

@@ -98,7 +98,7 @@ def test_a_batch_that_runs_out_of_addresses_releases_what_it_claimed(lab):
 
 
 def test_attach_after_removal_on_another_host_is_refused_and_leaves_nothing(lab):
-    d0, d1 = lab.hosts["docker0"], lab.hosts["docker1"]
+    d1 = lab.hosts["docker1"]
     d1.add_netns("ra")
     steps(lab, net={"docker0": [{"name": "gone", "subnet": "10.64.0.0/24"}],
                     "docker1": [{"name": "gone", "subnet": "10.64.0.0/24"}]})
@@ -135,7 +135,7 @@ def test_attach_after_removal_on_another_host_is_refused_and_leaves_nothing(lab)
 
 
 def test_a_stale_namespace_does_not_block_the_next_network_with_its_vni(lab):
-    d0, d1 = lab.hosts["docker0"], lab.hosts["docker1"]
+    d1 = lab.hosts["docker1"]
     steps(lab, net={"docker0": [{"name": "old", "subnet": "10.65.0.0/24"}],
                     "docker1": [{"name": "old", "subnet": "10.65.0.0/24"}]})
     old = net_key(kv(lab), "old")
@@ -175,7 +175,7 @@ def test_after_consul_is_wiped_a_rerun_converges_every_host(lab):
 
 
 def test_orphans_are_reported_on_every_host_and_collected(lab):
-    d0, d1 = lab.hosts["docker0"], lab.hosts["docker1"]
+    d0 = lab.hosts["docker0"]
     d0.add_netns("o0")
     d0.add_netns("o1")
     nets = [{"name": "orph", "subnet": "10.68.0.0/24"}]

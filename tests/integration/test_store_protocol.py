@@ -60,7 +60,7 @@ def _endpoint_keys(lab):
 
 
 def test_an_attach_whose_write_comes_after_the_removal_mark_is_refused(lab, mods):
-    _consul, _records = mods[0], mods[4]
+    _records = mods[4]
     store = _store(lab, mods)
     layout = mods[2].Layout("overlay")
     network, index = _network(mods, store)
@@ -81,7 +81,7 @@ def test_an_attach_whose_write_comes_after_the_removal_mark_is_refused(lab, mods
 
 
 def test_an_attach_committed_before_the_mark_keeps_the_network(lab, mods):
-    _network_mod, _records = mods[3], mods[4]
+    _network_mod = mods[3]
     store = _store(lab, mods)
     layout = mods[2].Layout("overlay")
     network, index = _network(mods, store)

@@ -251,6 +251,22 @@ class Consul:
         prefix = self.settings["prefix"]
         return 'key_prefix "%s/" %s (for %s)' % (prefix, verb, key)
 
+    def alive(self, timeout=1.0):
+        """True when Consul answers, with a leader, within ``timeout`` (on a connection of its own)."""
+        try:
+            resp = requests.get(self.url + "/v1/status/leader", headers=self.headers, verify=self.verify,
+                                timeout=min(timeout, self.timeout))
+            return resp.status_code == 200 and bool(resp.json())
+        except Exception:  # any failure means: not (yet) usable
+            return False
+
+    def reset(self):
+        """Drop pooled connections (after an outage they may be dead or silent)."""
+        try:
+            self.session.close()
+        finally:
+            self.session = requests.Session()
+
     # -- KV ---------------------------------------------------------------------------------
     def get(self, key):
         """(value, modify_index) or (None, 0)."""

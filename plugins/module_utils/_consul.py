@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-from urllib.parse import urlparse
+import time
+from urllib.parse import quote, urlparse
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import _validate
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
@@ -68,24 +69,57 @@ def connection_settings(params, environ=None):
     return settings
 
 
-class TxnConflict(OverlayError):
-    """A transaction's checks failed (HTTP 409): nothing was applied; re-read and try again."""
+class ConsulPermissionDenied(OverlayError):
+    """Consul refused the request for the token in use (HTTP 403, or a transaction error that says
+    "Permission denied" / "ACL not found"). Never retried: another attempt gets the same answer."""
 
-    def __init__(self, errors):
-        self.errors = errors
-        super().__init__("a transaction's checks failed: %s" % "; ".join("op %s: %s" % e for e in errors))
+    def __init__(self, reason):
+        super().__init__(reason, "consul_token")
 
 
 class ConsulOutcomeUnknown(OverlayError):
-    """A write may or may not have been applied: its answer never arrived."""
+    """A write may have reached Consul but no answer came back (a read timeout after sending, a
+    connection cut mid-answer, an HTTP 500 such as "leadership lost while committing log"). The
+    transaction may or may not have committed: re-read and settle. ``ops`` are the operations sent."""
 
-    def __init__(self, reason, ops=None, field="consul_host"):
-        self.ops = ops
-        super().__init__(reason, field)
+    def __init__(self, reason, ops=None):
+        super().__init__(reason, "consul_host")
+        self.ops = list(ops or ())
+
+
+class TxnConflict(OverlayError):
+    """HTTP 409: a check of the transaction failed and nothing was applied.
+    ``errors`` is the list of (op_index, what) Consul gave."""
+
+    def __init__(self, reason, errors):
+        super().__init__(reason)
+        self.errors = list(errors)
+
+
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 1.0
+_RETRY_READ_CODES = (429, 500, 502, 503, 504)
+_RETRY_WRITE_CODES = (429, 503)  # refused before the write was applied
+_WAIT_MARGIN = 5.0  # seconds on top of a blocking query's wait (and its wait/16 jitter)
+
+
+class _Attempt(Exception):
+    """One failed attempt: ``reached`` says whether the request may have reached Consul."""
+
+    def __init__(self, reason, field, reached, retry):
+        super().__init__(reason)
+        self.reason, self.field, self.reached, self.retry = reason, field, reached, retry
 
 
 class Consul:
-    """Thin KV access with clear errors. Values are JSON."""
+    """KV access with clear errors, bounded retries and checked writes. Values are JSON.
+
+    Every request is bounded: the whole call (retries included) by ``consul_timeout``, a blocking
+    query by its ``wait`` plus a margin. Reads retry transient failures (connection refused or cut,
+    429, 5xx) with a backoff starting at 50 ms, doubling, capped at 1 s. Writes retry only when the
+    request provably did not reach Consul (connection refused) or when Consul answered 429/503
+    (nothing applied); any other failure after sending raises ConsulOutcomeUnknown.
+    """
 
     def __init__(self, settings):
         if not HAS_CONSUL:
@@ -93,55 +127,171 @@ class Consul:
                                % CONSUL_IMPORT_ERROR)
         self.settings = settings
         self.url = "%s://%s:%s" % (settings["scheme"], settings["host"], settings["port"])
-        verify = settings["ca_cert"] if (settings["verify"] and settings["ca_cert"]) else settings["verify"]
+        self.verify = settings["ca_cert"] if (settings["verify"] and settings["ca_cert"]) else settings["verify"]
         self.client = consul.Consul(host=settings["host"], port=settings["port"], scheme=settings["scheme"],
-                                    verify=verify)
+                                    verify=self.verify)
         # py-consul lets CONSUL_HTTP_TOKEN override an explicit token; ours was resolved already.
         self.client.token = settings["token"]
         self.client.http.connections_timeout = settings["timeout"]
+        self.timeout = float(settings["timeout"])
         self.headers = {"X-Consul-Token": settings["token"]} if settings["token"] else {}
+        self.session = self.client.http.session  # pooled connection for reads
+        self._token_label = None
 
-    # -- errors ---------------------------------------------------------------------------
-    def _error(self, what, exc):
-        text = str(exc)
-        if isinstance(exc, getattr(consul, "ACLPermissionDenied", ())) or "403" in text[:4] or \
-                "Permission denied" in text or "ACL not found" in text:
-            reason = "permission denied (check consul_token / CONSUL_HTTP_TOKEN): %s" % text.strip()
-            field = "consul_token"
-        elif requests is not None and isinstance(exc, requests.exceptions.SSLError):
-            reason = "TLS error (check consul_ca_cert / consul_validate_certs): %s" % text
-            field = "consul_ca_cert"
-        elif requests is not None and isinstance(exc, requests.exceptions.Timeout):
-            reason = "no answer within %ss" % self.settings["timeout"]
-            field = "consul_host"
-        elif requests is not None and isinstance(exc, requests.exceptions.ConnectionError):
-            reason = "cannot connect (is the agent running and consul_host/consul_port right?): %s" % _short(text)
-            field = "consul_host"
-        else:
-            reason = text
-            field = None
-        return OverlayError("Consul at %s: %s failed: %s" % (self.url, what, reason), field)
-
-    def _call(self, what, fn, *args, **kwargs):
+    # -- transport --------------------------------------------------------------------------
+    def _once(self, method, path, params, data, read_timeout, write, fresh):
+        """One HTTP request: (status, body text), or _Attempt."""
+        session = requests.Session() if fresh else self.session
+        url = self.url + path
+        connect = min(self.timeout, max(read_timeout, 0.05))
         try:
-            return fn(*args, **kwargs)
-        except OverlayError:
-            raise
-        except Exception as e:  # py-consul and requests raise many types; all become one clear error
-            raise self._error(what, e)
+            resp = session.request(method, url, params=params, data=data, headers=self.headers,
+                                   verify=self.verify, timeout=(connect, max(read_timeout, 0.05)))
+            resp.encoding = "utf-8"
+            return resp.status_code, resp.text
+        except requests.exceptions.SSLError as e:
+            raise OverlayError("Consul at %s: TLS error (check consul_ca_cert / consul_validate_certs): %s"
+                               % (self.url, _short(str(e))), "consul_ca_cert")
+        except requests.exceptions.ConnectTimeout as e:
+            raise _Attempt("cannot connect within %ss (is consul_host/consul_port right and reachable?): %s"
+                           % (_fmt(self.timeout), _short(str(e))), "consul_host", reached=False, retry=True)
+        except requests.exceptions.ReadTimeout:
+            raise _Attempt("no answer within %ss" % _fmt(self.timeout), "consul_host", reached=True, retry=True)
+        except requests.exceptions.ConnectionError as e:
+            if _is_connect_failure(e):
+                raise _Attempt("cannot connect (is the agent running and consul_host/consul_port right?): %s"
+                               % _short(str(e)), "consul_host", reached=False, retry=True)
+            raise _Attempt("the connection was cut before Consul answered: %s" % _short(str(e)), "consul_host",
+                           reached=True, retry=True)
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as e:
+            raise _Attempt("the connection was cut before Consul answered: %s" % _short(str(e)), "consul_host",
+                           reached=True, retry=True)
+        except requests.exceptions.RequestException as e:
+            raise _Attempt(_short(str(e)), "consul_host", reached=True, retry=False)
+        finally:
+            if fresh:
+                session.close()
+
+    def _request(self, method, path, what, params=None, data=None, write=False, ops=None, refused=None):
+        """Status and body of a request, retried within consul_timeout as the class says.
+
+        403 raises ConsulPermissionDenied; for writes, a failure after sending raises
+        ConsulOutcomeUnknown. Other statuses are returned for the caller to judge.
+        """
+        deadline = time.monotonic() + self.timeout
+        delay = _BACKOFF_FIRST
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                # Writes get a connection of their own: a pooled one the server closed while idle
+                # would fail after sending and make the outcome look unknown.
+                code, body = self._once(method, path, params, data, remaining, write, fresh=write)
+            except _Attempt as a:
+                if write and a.reached:
+                    raise ConsulOutcomeUnknown("Consul at %s: %s failed, and may or may not have been applied: %s"
+                                               % (self.url, what, a.reason), ops)
+                failure = a
+            else:
+                if code == 403:
+                    raise self._denied(what, body, refused)
+                if code in (_RETRY_WRITE_CODES if write else _RETRY_READ_CODES) or \
+                        (write and code == 500 and _before_apply(body)):
+                    failure = _Attempt("HTTP %s: %s" % (code, body.strip()[:200]), None, reached=False, retry=True)
+                elif write and code >= 500:
+                    raise ConsulOutcomeUnknown("Consul at %s: %s failed with HTTP %s, and may or may not have been "
+                                               "applied: %s" % (self.url, what, code, body.strip()[:200]), ops)
+                else:
+                    return code, body
+            if time.monotonic() + delay >= deadline or not failure.retry:
+                raise OverlayError("Consul at %s: %s failed: %s" % (self.url, what, failure.reason), failure.field)
+            time.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    def _denied(self, what, body, refused):
+        needed = refused or 'key_prefix "%s/" read' % self.settings["prefix"]
+        return ConsulPermissionDenied("Consul at %s: %s failed: permission denied: %s needs %s (Consul said: %s)"
+                                      % (self.url, what, self.token_label(), needed, body.strip()[:120]))
+
+    def token_label(self):
+        """The token in use by AccessorID and Description when Consul tells; never its secret."""
+        if self._token_label is None:
+            if not self.settings["token"]:
+                self._token_label = "the anonymous token (no consul_token / CONSUL_HTTP_TOKEN set)"
+            else:
+                label = "the token in consul_token / CONSUL_HTTP_TOKEN"
+                try:
+                    resp = requests.get(self.url + "/v1/acl/token/self", headers=self.headers, verify=self.verify,
+                                        timeout=min(self.timeout, 2.0))
+                    if resp.status_code == 200:
+                        info = resp.json()
+                        label = "token %s" % info.get("AccessorID")
+                        if info.get("Description"):
+                            label += " (%s)" % info["Description"]
+                    elif "ACL not found" in resp.text:
+                        label += ", which Consul does not know (ACL not found),"
+                except Exception:  # best effort: the refusal itself is what matters
+                    pass
+                self._token_label = label
+        return self._token_label
+
+    def _read(self, what, path, params=None, refused=None):
+        """JSON of a GET, or None on 404."""
+        code, body = self._request("GET", path, what, params=params, refused=refused)
+        if code == 404:
+            return None
+        if code != 200:
+            raise OverlayError("Consul at %s: %s failed with HTTP %s: %s" % (self.url, what, code, body.strip()[:200]))
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise OverlayError("Consul at %s: %s returned something that is not JSON: %r" % (self.url, what, body[:80]))
+
+    def _needs(self, key, verb="read"):
+        prefix = self.settings["prefix"]
+        return 'key_prefix "%s/" %s (for %s)' % (prefix, verb, key)
+
+    def alive(self, timeout=1.0):
+        """True when Consul answers, with a leader, within ``timeout`` (on a connection of its own)."""
+        try:
+            resp = requests.get(self.url + "/v1/status/leader", headers=self.headers, verify=self.verify,
+                                timeout=min(timeout, self.timeout))
+            return resp.status_code == 200 and bool(resp.json())
+        except Exception:  # any failure means: not (yet) usable
+            return False
+
+    def reset(self):
+        """Drop pooled connections (after an outage they may be dead or silent)."""
+        try:
+            self.session.close()
+        finally:
+            self.session = requests.Session()
 
     # -- KV ---------------------------------------------------------------------------------
     def get(self, key):
         """(value, modify_index) or (None, 0)."""
-        item = self._call("reading %s" % key, self.client.kv.get, key)[1]
-        if not item:
+        items = self._read("reading %s" % key, _kv_path(key), refused=self._needs(key))
+        if not items:
             return None, 0
-        return _decode(key, item["Value"]), item["ModifyIndex"]
+        return _decode(key, _b64(items[0].get("Value"))), items[0]["ModifyIndex"]
 
-    def get_tree(self, prefix):
-        """{key: (value, modify_index)} for every key under prefix."""
-        items = self._call("reading %s" % prefix, self.client.kv.get, prefix, recurse=True)[1]
-        return {i["Key"]: (_decode(i["Key"], i["Value"]), i["ModifyIndex"]) for i in items or ()}
+    def get_tree(self, prefix, on_bad=None):
+        """{key: (value, modify_index)} for every key under prefix.
+
+        A value that is not JSON raises OverlayError, unless ``on_bad(key, raw)`` is given: then it is
+        called and the key left out.
+        """
+        items = self._read("reading %s" % prefix, _kv_path(prefix), params={"recurse": ""},
+                           refused=self._needs(prefix))
+        tree = {}
+        for i in items or ():
+            raw = _b64(i.get("Value"))
+            try:
+                tree[i["Key"]] = (_decode(i["Key"], raw), i["ModifyIndex"])
+            except OverlayError:
+                if on_bad is None:
+                    raise
+                on_bad(i["Key"], raw)
+        return tree
 
     def value(self, key):
         """The decoded value of key, or None."""
@@ -152,78 +302,93 @@ class Consul:
         return [value for value, index in self.get_tree(prefix).values() if value]
 
     def keys(self, prefix):
-        keys = self._call("listing %s" % prefix, self.client.kv.get, prefix, keys=True)[1]
-        return keys or []
+        return self._read("listing %s" % prefix, _kv_path(prefix), params={"keys": ""},
+                          refused=self._needs(prefix)) or []
 
     def wait(self, prefix, index, wait):
-        """Block until something under prefix changes after ``index`` (or ``wait`` passes): the new index."""
-        new_index = self._call("watching %s" % prefix, self.client.kv.get, prefix, recurse=True, keys=True,
-                               index=index, wait=wait)[0]
-        return int(new_index or 0)
+        """Block until something under prefix changes after ``index`` (or ``wait`` passes): the new index.
+
+        ``wait`` is seconds (or a Go duration such as "60s"). The request is bounded by the wait plus a
+        margin: a connection that stays silent longer raises OverlayError, as does any failure
+        (no retry: the caller logs it and resyncs).
+        """
+        seconds = _seconds(wait)
+        what = "watching %s" % prefix
+        read_timeout = seconds + seconds / 16 + min(self.timeout, _WAIT_MARGIN)
+        params = {"keys": "", "index": int(index or 0), "wait": "%dms" % int(seconds * 1000)}
+        try:
+            resp = self.session.get(self.url + _kv_path(prefix), params=params, headers=self.headers,
+                                    verify=self.verify, timeout=(min(self.timeout, read_timeout), read_timeout))
+        except requests.exceptions.ReadTimeout:
+            raise OverlayError("Consul at %s: %s failed: the connection stayed silent for %ss, past the %ss wait"
+                               % (self.url, what, _fmt(read_timeout), _fmt(seconds)), "consul_host")
+        except requests.exceptions.RequestException as e:
+            cut = isinstance(e, requests.exceptions.ConnectionError) and not _is_connect_failure(e)
+            reason = ("the connection was cut before Consul answered: %s" if cut else "cannot connect: %s") \
+                % _short(str(e))
+            raise OverlayError("Consul at %s: %s failed: %s" % (self.url, what, reason), "consul_host")
+        if resp.status_code == 403:
+            raise self._denied(what, resp.text, self._needs(prefix))
+        if resp.status_code not in (200, 404):
+            raise OverlayError("Consul at %s: %s failed with HTTP %s: %s"
+                               % (self.url, what, resp.status_code, resp.text.strip()[:200]), "consul_host")
+        try:
+            return int(resp.headers.get("X-Consul-Index") or 0)
+        except ValueError:
+            return 0
 
     def put(self, key, value):
-        ok = self._call("writing %s" % key, self.client.kv.put, key, json.dumps(value, sort_keys=True))
-        if not ok:
-            raise OverlayError("Consul at %s refused the write of %s" % (self.url, key))
+        """Write key unconditionally; a refusal (Consul answering false) raises OverlayError."""
+        code, body = self._request("PUT", _kv_path(key), "writing %s" % key, data=json.dumps(value, sort_keys=True),
+                                   write=True, ops=[_kv("set", key, value)], refused=self._needs(key, "write"))
+        if code != 200:
+            raise OverlayError("Consul at %s: writing %s failed with HTTP %s: %s"
+                               % (self.url, key, code, body.strip()[:200]))
+        if body.strip() != "true":
+            raise OverlayError("Consul at %s refused the write of %s (it answered %r)" % (self.url, key, body.strip()))
 
-    def txn(self, ops):
-        """Apply ops atomically. Returns None on success, or the list of (op index, reason) that failed.
+    def commit(self, ops):
+        """Apply ops atomically: {key: ModifyIndex} of every KV op that returns an entry
+        (cas, set, get, check-index ...; delete and check-not-exists return none).
 
-        Callers keep batches within TXN_MAX_OPS.
+        Raises TxnConflict (409: a check failed, nothing applied), ConsulPermissionDenied,
+        ConsulOutcomeUnknown (may have committed: re-read), or OverlayError. Callers keep
+        batches within TXN_MAX_OPS.
         """
         if len(ops) > TXN_MAX_OPS:
             raise ValueError("a Consul transaction holds at most %d operations" % TXN_MAX_OPS)
-
-        def callback(response):
-            return response.code, response.body
-
-        code, body = self._call("a transaction", self.client.http.put, callback, "/v1/txn",
-                                data=json.dumps(ops), headers=self.headers)
+        keys = sorted({op["KV"]["Key"] for op in ops if "KV" in op})
+        what = "a transaction on %s" % _list_keys(keys)
+        refused = 'key_prefix "%s/" write (for %s)' % (self.settings["prefix"], _list_keys(keys))
+        code, body = self._request("PUT", "/v1/txn", what, data=json.dumps(ops), write=True, ops=ops,
+                                   refused=refused)
         if code == 200:
-            return None
+            try:
+                results = json.loads(body).get("Results") or []
+            except ValueError:
+                raise ConsulOutcomeUnknown("Consul at %s: %s: the answer is not JSON: %r" % (self.url, what, body[:80]),
+                                           ops)
+            return {r["KV"]["Key"]: r["KV"]["ModifyIndex"] for r in results if r.get("KV")}
         if code == 409:
-            errors = json.loads(body).get("Errors") or []
-            return [(e.get("OpIndex"), e.get("What")) for e in errors]
-        if code == 403:
-            raise OverlayError("Consul at %s: a transaction was refused: permission denied (check consul_token): %s"
-                               % (self.url, body.strip()), "consul_token")
-        raise OverlayError("Consul at %s: a transaction failed with HTTP %s: %s" % (self.url, code, body.strip()))
+            try:
+                errors = [(e.get("OpIndex"), e.get("What")) for e in json.loads(body).get("Errors") or []]
+            except ValueError:
+                errors = [(None, body.strip())]
+            texts = " ".join(str(w) for _i, w in errors)
+            if "Permission denied" in texts or "ACL not found" in texts:
+                raise self._denied(what, texts, refused)
+            raise TxnConflict("Consul at %s: %s was not applied: %s"
+                              % (self.url, what, "; ".join("op %s: %s" % e for e in errors)), errors)
+        raise OverlayError("Consul at %s: %s failed with HTTP %s: %s" % (self.url, what, code, body.strip()[:200]))
 
-
-    def commit(self, ops):
-        """Apply ops atomically; {key: ModifyIndex} of the KV results. Raises TxnConflict (409),
-        ConsulOutcomeUnknown (the request went out, no answer came back) or OverlayError."""
-        if len(ops) > TXN_MAX_OPS:
-            raise ValueError("a Consul transaction holds at most %d operations" % TXN_MAX_OPS)
-
-        def callback(response):
-            return response.code, response.body
-
+    def txn(self, ops):
+        """Apply ops atomically. Returns None on success, or the list of (op index, reason) that failed
+        (a 409: nothing applied). Raises as commit() does otherwise."""
         try:
-            code, body = self.client.http.put(callback, "/v1/txn", data=json.dumps(ops), headers=self.headers)
-        except Exception as e:  # noqa: BLE001
-            if requests is not None and isinstance(e, (requests.exceptions.ReadTimeout,
-                                                       requests.exceptions.ChunkedEncodingError)):
-                raise ConsulOutcomeUnknown("Consul at %s: no answer to a transaction within %ss; it may have "
-                                           "been applied" % (self.url, self.settings["timeout"]), ops)
-            raise self._error("a transaction", e)
-        if code == 200:
-            out = {}
-            for result in json.loads(body).get("Results") or ():
-                kv = result.get("KV")
-                if kv:
-                    out[kv["Key"]] = kv["ModifyIndex"]
-            return out
-        if code == 409:
-            errors = [(e.get("OpIndex"), e.get("What")) for e in json.loads(body).get("Errors") or []]
-            if any("Permission denied" in (w or "") or "ACL not found" in (w or "") for _i, w in errors):
-                raise OverlayError("Consul at %s: a transaction was refused: permission denied (check consul_token)"
-                                   % self.url, "consul_token")
-            raise TxnConflict(errors)
-        if code == 403:
-            raise OverlayError("Consul at %s: a transaction was refused: permission denied (check consul_token): %s"
-                               % (self.url, body.strip()), "consul_token")
-        raise OverlayError("Consul at %s: a transaction failed with HTTP %s: %s" % (self.url, code, body.strip()))
+            self.commit(ops)
+        except TxnConflict as e:
+            return e.errors
+        return None
 
 
 # -- transaction operations --------------------------------------------------------------------
@@ -242,23 +407,36 @@ def op_create(key, value):
 
 
 def op_cas(key, value, index):
+    """Write only if the key's ModifyIndex is still ``index`` (0: only if it does not exist)."""
     return _kv("cas", key, value, index)
-
-
-def op_delete_cas(key, index):
-    return _kv("delete-cas", key, None, index)
-
-
-def op_check_index(key, index):
-    return _kv("check-index", key, None, index)
 
 
 def op_delete(key):
     return _kv("delete", key)
 
 
+def op_delete_cas(key, index):
+    """Delete only if the key's ModifyIndex is still ``index``."""
+    return _kv("delete-cas", key, index=index)
+
+
 def op_delete_tree(prefix):
     return _kv("delete-tree", prefix)
+
+
+def op_check_index(key, index):
+    """Fail the transaction unless the key exists with ModifyIndex ``index``."""
+    return _kv("check-index", key, index=index)
+
+
+def op_check_not_exists(key):
+    """Fail the transaction if the key exists."""
+    return _kv("check-not-exists", key)
+
+
+def op_get(key):
+    """Read the key inside the transaction (fails the transaction if it does not exist)."""
+    return _kv("get", key)
 
 
 def _decode(key, raw):
@@ -268,6 +446,61 @@ def _decode(key, raw):
         return json.loads(raw)
     except ValueError:
         raise OverlayError("Consul key %s holds %r, which is not the JSON this collection writes" % (key, raw[:80]))
+
+
+def _kv_path(key):
+    return "/v1/kv/" + quote(key, safe="/")
+
+
+def _b64(value):
+    return None if value is None else base64.b64decode(value)
+
+
+def _seconds(wait):
+    if isinstance(wait, (int, float)):
+        return float(wait)
+    text = str(wait).strip()
+    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+    for unit, factor in units:
+        if text.endswith(unit) and text[:-len(unit)].replace(".", "", 1).isdigit():
+            return float(text[:-len(unit)]) * factor
+    return float(text)
+
+
+def _fmt(seconds):
+    return ("%.1f" % seconds).rstrip("0").rstrip(".")
+
+
+def _list_keys(keys):
+    return ", ".join(keys[:3]) + (" and %d more" % (len(keys) - 3) if len(keys) > 3 else "")
+
+
+def _is_connect_failure(exc):
+    """True when a requests ConnectionError happened while connecting: the request never left."""
+    seen, cur = set(), exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        name = type(cur).__name__
+        if name in ("NewConnectionError", "ConnectTimeoutError", "ConnectionRefusedError", "NameResolutionError"):
+            return True
+        if name in ("ProtocolError", "RemoteDisconnected", "ConnectionResetError", "IncompleteRead",
+                    "BrokenPipeError"):
+            return False
+        nxt = getattr(cur, "reason", None)
+        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
+            nxt = cur.args[0]
+        if nxt is None and len(cur.args) > 1 and isinstance(cur.args[1], BaseException):
+            nxt = cur.args[1]
+        cur = nxt or cur.__cause__ or cur.__context__
+    return "Connection refused" in str(exc) or "Failed to establish a new connection" in str(exc)
+
+
+def _before_apply(body):
+    """A 500 on a write that says the request was refused before it was applied."""
+    text = body.lower()
+    if "leadership lost" in text or "timed out" in text or "commit" in text:
+        return False
+    return "no cluster leader" in text or "no path to datacenter" in text
 
 
 def _short(text):

@@ -11,28 +11,123 @@ namespace on this host gets its FDB and neighbour entries synced with the same c
 from __future__ import annotations
 
 import argparse
+import queue
 import sys
+import threading
 import time
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _netns, _overlay_ns, _peers, _keys, _underlay
+from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _links, _netns, _overlay_ns, _peers, _keys, _underlay
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
+BACKOFF_FIRST = 0.05  # seconds; doubling while Consul does not answer ...
+BACKOFF_MAX = 1.0     # ... capped, so the service resumes within a second or two of Consul's return
+ENDPOINT_FIELDS = ("mac", "ip", "vtep")
+_ALIAS = "overlay.vxlan network "
 
-def sync_once(nl, store, layout, underlay):
-    """Sync every network present on this host. Returns the actions taken."""
+
+class Once:
+    """Logs each distinct problem once (a bad key, a failing network), not on every sync."""
+
+    def __init__(self, log):
+        self.log = log
+        self.seen = set()
+
+    def __call__(self, key, text):
+        if (key, text) not in self.seen:
+            self.seen.add((key, text))
+            self.log(text)
+
+
+def _valid_network(value):
+    return isinstance(value, dict) and isinstance(value.get("id"), str) and len(value["id"]) >= 12 and \
+        isinstance(value.get("name"), str)
+
+
+def _valid_endpoint(value):
+    return isinstance(value, dict) and all(isinstance(value.get(f), str) for f in ENDPOINT_FIELDS)
+
+
+def sync_once(nl, store, layout, underlay, once=None):
+    """Sync every network present on this host with one read of the store. Returns the actions taken.
+
+    A value under the prefix that is not what this collection writes is skipped (and, with ``once``,
+    logged once); so is a network whose sync fails: the rest still syncs. Overlay namespaces of
+    networks that Consul no longer holds get their peers removed.
+    """
+    once = once or Once(lambda text: None)
+
+    def bad(key, raw):
+        once(key, "skipping %s: its value %r is not the JSON this collection writes" % (key, raw[:80]))
+
     actions = []
-    tree = store.get_tree(layout.root)
-    networks = [v for k, (v, index) in tree.items() if k.startswith(layout.networks()) and v]
+    tree = store.get_tree(layout.root, on_bad=bad)
+    networks = []
+    for key, (value, _index) in sorted(tree.items()):
+        if key.startswith(layout.networks()) and value is not None:
+            if _valid_network(value):
+                networks.append(value)
+            else:
+                once(key, "skipping %s: not a network record (%r)" % (key, str(value)[:80]))
     for network in networks:
-        vx_index = _overlay_ns.vxlan_index(nl, network)
-        if vx_index is None:
-            continue  # not on this host (yet): overlay_network builds it
         prefix = layout.endpoints(network["id"])
-        endpoints = [v for k, (v, index) in tree.items() if k.startswith(prefix) and v]
-        ipr = nl.get(_overlay_ns.namespace(network))
-        actions += ["%s: %s" % (network["name"], a)
-                    for a in _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=True)]
+        try:
+            vx_index = _overlay_ns.vxlan_index(nl, network)
+            if vx_index is None:
+                continue  # not on this host (yet): overlay_network builds it
+            endpoints = []
+            for key, (value, _index) in sorted(tree.items()):
+                if key.startswith(prefix) and value is not None:
+                    if _valid_endpoint(value):
+                        endpoints.append(value)
+                    else:
+                        once(key, "skipping %s: not an endpoint record (%r)" % (key, str(value)[:80]))
+            ipr = nl.get(_overlay_ns.namespace(network))
+            actions += ["%s: %s" % (network["name"], a)
+                        for a in _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=True)]
+        except Exception as e:  # one network's trouble (a vanished device, a netlink error) stops only it
+            once(network["id"], "network %s: sync failed: %s" % (network["name"], _describe(e)))
+    actions += _clear_orphans(nl, store, layout, {n["id"] for n in networks}, once)
     return actions
+
+
+def _clear_orphans(nl, store, layout, live_ids, once):
+    """Empty vxlan0's peers in overlay namespaces whose network Consul no longer holds."""
+    actions = []
+    for ns_name in _netns.list_named():
+        if not ns_name.startswith("ovl-"):
+            continue
+        try:
+            ns = _netns.resolve(ns_name, "name")
+            if not _netns.is_netns(ns.path):
+                continue
+            ipr = nl.get(ns)
+            br = _links.find(ipr, _overlay_ns.BRIDGE)
+            alias = (br.get("IFLA_IFALIAS") or "") if br is not None else ""
+            if not alias.startswith(_ALIAS):
+                continue  # not built by this collection
+            name, _sep, network_id = alias[len(_ALIAS):].rpartition(" ")
+            if network_id in live_ids or not name:
+                continue
+            # The read above may predate a network created since: ask again before removing anything.
+            current = store.value(layout.network(name))
+            if isinstance(current, dict) and current.get("id") == network_id:
+                continue
+            vx = _links.find(ipr, _overlay_ns.VXLAN)
+            if vx is None:
+                continue
+            actions += ["%s (network %s is gone from Consul): %s" % (ns_name, name, a)
+                        for a in _peers.sync(ipr, vx["index"], {}, apply=True)]
+            # Tearing the namespace itself down is the store protocol's reconciliation of stale
+            # namespaces (issue 7 section 1, _overlay_ns): call it here once it exists.
+        except Exception as e:
+            once(ns_name, "%s: clearing the peers of a removed network failed: %s" % (ns_name, _describe(e)))
+    return actions
+
+
+def _describe(exc):
+    if isinstance(exc, OverlayError):
+        return exc.message
+    return "%s: %s" % (type(exc).__name__, exc)
 
 
 def _log(text):
@@ -40,30 +135,93 @@ def _log(text):
     sys.stdout.flush()
 
 
-def run(params, log=_log, once=False, wait="60s"):
+def _outage(exc):
+    """True when exc means Consul is unreachable or silent (rather than a problem with the data)."""
+    return isinstance(exc, OverlayError) and exc.field == "consul_host"
+
+
+def _wait_or_heal(settings, store, root, index, wait):
+    """The blocking query, run in a thread of its own while this one checks every second that
+    Consul still answers: a connection that went silent (a partition) is abandoned as soon as the
+    health check fails, instead of after the query's own timeout."""
+    box = queue.Queue()
+    watcher = _consul.Consul(settings)  # its own connections: the abandoned thread keeps them
+
+    def query():
+        try:
+            box.put((True, watcher.wait(root, index, wait)))
+        except Exception as e:
+            box.put((False, e))
+
+    threading.Thread(target=query, daemon=True, name="consul-wait").start()
+    while True:
+        try:
+            ok, value = box.get(timeout=1.0)
+        except queue.Empty:
+            if not store.alive():
+                raise OverlayError("Consul at %s stopped answering while watching %s" % (store.url, root),
+                                   "consul_host")
+            continue
+        if ok:
+            return value
+        raise value
+
+
+def run(params, log=_log, once=False, wait="30s", clock=time.monotonic):
+    """Sync, then wait for a change (or ``wait``: a periodic full resync), forever.
+
+    Consul going away is logged once; the service then checks every BACKOFF_MAX seconds at most,
+    logs "reconnected, resyncing" once when Consul answers again and resyncs everything.
+    Nothing but ``once`` mode ends the loop: every exception is logged and retried.
+    """
     settings = _consul.connection_settings(params)
     store = _consul.Consul(settings)
     layout = _keys.Layout(settings["prefix"])
+    problems = Once(log)
     index = 0
-    backoff = 0.5
+    down_since, announced = None, False
     while True:
         try:
+            if down_since is not None and not announced:
+                log("reconnected to Consul at %s after %.1fs, resyncing" % (store.url, clock() - down_since))
+                announced = True
             with _netns.Netlink() as nl:
                 underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
-                for action in sync_once(nl, store, layout, underlay):
+                for action in sync_once(nl, store, layout, underlay, once=problems):
                     log(action)
+            if down_since is not None:
+                down_since, announced = None, False
+                problems.seen.clear()  # a problem that persists after the outage is worth a line again
             if once:
                 return 0
-            new_index = store.wait(layout.root, index, wait)
-            index = new_index if new_index >= index else 0  # the index went back: Consul was rebuilt
-            backoff = 0.5
-        except (OverlayError, OSError) as e:
+            new_index = _wait_or_heal(settings, store, layout.root, index, wait)
+            if new_index < index:
+                log("Consul's index went back from %d to %d (rebuilt?): resyncing everything" % (index, new_index))
+                new_index = 0
+            index = new_index
+        except Exception as e:  # nothing may end the service: NetlinkError is not an OSError
             if once:
                 raise
-            log("error (retrying in %.1fs): %s" % (backoff, e))
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 15)
             index = 0
+            if _outage(e):
+                if down_since is None:
+                    down_since, announced = clock(), False
+                    log("lost contact with Consul (retrying every %.0fs at most, logged once): %s"
+                        % (BACKOFF_MAX, _describe(e)))
+                _until_alive(store)
+            else:
+                problems("run", "error (retrying): %s" % _describe(e))
+                time.sleep(BACKOFF_MAX)
+
+
+def _until_alive(store):
+    store.reset()
+    delay = BACKOFF_FIRST
+    while True:
+        time.sleep(delay)
+        if store.alive():
+            return
+        delay = min(delay * 2, BACKOFF_MAX)
 
 
 def main(argv=None):
@@ -77,12 +235,16 @@ def main(argv=None):
     parser.add_argument("--consul-ca-cert")
     parser.add_argument("--consul-prefix", default="overlay")
     parser.add_argument("--once", action="store_true", help="sync once and exit")
+    parser.add_argument("--consul-timeout", type=float, default=3,
+                        help="seconds for each Consul request (default 3: a silent Consul is noticed fast)")
+    parser.add_argument("--wait", type=float, default=30,
+                        help="seconds each blocking query waits; a full resync follows each (default 30)")
     args = parser.parse_args(argv)
     params = {"host": args.host, "vtep": args.vtep, "consul_host": args.consul_host, "consul_port": args.consul_port,
               "consul_scheme": args.consul_scheme, "consul_token": args.consul_token,
-              "consul_ca_cert": args.consul_ca_cert, "consul_validate_certs": None, "consul_timeout": 10,
+              "consul_ca_cert": args.consul_ca_cert, "consul_validate_certs": None, "consul_timeout": args.consul_timeout,
               "consul_prefix": args.consul_prefix}
-    return run(params, once=args.once)
+    return run(params, once=args.once, wait=args.wait)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class FakeStore:
         self.calls += 1
         if self.failures:
             self.failures -= 1
-            raise _consul.TxnConflict([(0, "failed index check")])
+            raise _consul.TxnConflict("conflict", [(0, "failed index check")])
         return {"k": 7}
 
 

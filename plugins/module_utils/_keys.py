@@ -22,7 +22,8 @@ SCHEMA = 1
 
 class Layout:
     def __init__(self, prefix):
-        self.root = "%s/v%d/" % (prefix.strip("/"), SCHEMA)
+        self.prefix = prefix.strip("/")
+        self.root = "%s/v%d/" % (self.prefix, SCHEMA)
 
     def networks(self):
         return self.root + "networks/"

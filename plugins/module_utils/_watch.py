@@ -16,13 +16,13 @@ import sys
 import threading
 import time
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _links, _netns, _overlay_ns, _peers, _keys, _underlay
+from ansible_collections.overlay.vxlan.plugins.module_utils import (
+    _consul, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers, _underlay)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 BACKOFF_FIRST = 0.05  # seconds; doubling while Consul does not answer ...
 BACKOFF_MAX = 1.0     # ... capped, so the service resumes within a second or two of Consul's return
 ENDPOINT_FIELDS = ("mac", "ip", "vtep")
-_ALIAS = "overlay.vxlan network "
 
 
 class Once:
@@ -47,7 +47,7 @@ def _valid_endpoint(value):
     return isinstance(value, dict) and all(isinstance(value.get(f), str) for f in ENDPOINT_FIELDS)
 
 
-def sync_once(nl, store, layout, underlay, once=None):
+def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEFAULT_GRACE):
     """Sync every network present on this host with one read of the store. Returns the actions taken.
 
     A value under the prefix that is not what this collection writes is skipped (and, with ``once``,
@@ -86,41 +86,19 @@ def sync_once(nl, store, layout, underlay, once=None):
                         for a in _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=True)]
         except Exception as e:  # one network's trouble (a vanished device, a netlink error) stops only it
             once(network["id"], "network %s: sync failed: %s" % (network["name"], _describe(e)))
-    actions += _clear_orphans(nl, store, layout, {n["id"] for n in networks}, once)
-    return actions
-
-
-def _clear_orphans(nl, store, layout, live_ids, once):
-    """Empty vxlan0's peers in overlay namespaces whose network Consul no longer holds."""
-    actions = []
-    for ns_name in _netns.list_named():
-        if not ns_name.startswith("ovl-"):
-            continue
+    try:
+        # Namespaces of networks Consul no longer holds (removed during a partition, Consul rebuilt):
+        # torn down, as every module run does. The read above was taken under the host lock, so
+        # it is never older than the run that built a namespace.
+        actions += _overlay_ns.reconcile(nl, {n["id"]: n for n in networks}, layout.prefix, apply=True)
+    except Exception as e:
+        once("reconcile", "tearing down stale overlay namespaces failed: %s" % _describe(e))
+    if gc:
         try:
-            ns = _netns.resolve(ns_name, "name")
-            if not _netns.is_netns(ns.path):
-                continue
-            ipr = nl.get(ns)
-            br = _links.find(ipr, _overlay_ns.BRIDGE)
-            alias = (br.get("IFLA_IFALIAS") or "") if br is not None else ""
-            if not alias.startswith(_ALIAS):
-                continue  # not built by this collection
-            name, _sep, network_id = alias[len(_ALIAS):].rpartition(" ")
-            if network_id in live_ids or not name:
-                continue
-            # The read above may predate a network created since: ask again before removing anything.
-            current = store.value(layout.network(name))
-            if isinstance(current, dict) and current.get("id") == network_id:
-                continue
-            vx = _links.find(ipr, _overlay_ns.VXLAN)
-            if vx is None:
-                continue
-            actions += ["%s (network %s is gone from Consul): %s" % (ns_name, name, a)
-                        for a in _peers.sync(ipr, vx["index"], {}, apply=True)]
-            # Tearing the namespace itself down is the store protocol's reconciliation of stale
-            # namespaces (issue 7 section 1, _overlay_ns): call it here once it exists.
+            actions += ["gc: %s %s: %s (%s)" % (f["kind"], f.get("key") or f.get("device"), f["reason"], f["action"])
+                        for f in _gc.collect(nl, store, layout, underlay, layout.prefix, grace=gc_grace)]
         except Exception as e:
-            once(ns_name, "%s: clearing the peers of a removed network failed: %s" % (ns_name, _describe(e)))
+            once("gc", "garbage collection failed: %s" % _describe(e))
     return actions
 
 
@@ -180,14 +158,17 @@ def run(params, log=_log, once=False, wait="30s", clock=time.monotonic):
     problems = Once(log)
     index = 0
     down_since, announced = None, False
+    full_pass = True
     while True:
         try:
             if down_since is not None and not announced:
                 log("reconnected to Consul at %s after %.1fs, resyncing" % (store.url, clock() - down_since))
                 announced = True
-            with _netns.Netlink() as nl:
+            with _hostlock.HostLock(), _netns.Netlink() as nl:
                 underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
-                for action in sync_once(nl, store, layout, underlay, once=problems):
+                # Garbage collection on the first pass and on every periodic resync, not on every change.
+                for action in sync_once(nl, store, layout, underlay, once=problems, gc=full_pass,
+                                        gc_grace=params.get("gc_grace", _gc.DEFAULT_GRACE)):
                     log(action)
             if down_since is not None:
                 down_since, announced = None, False
@@ -195,6 +176,7 @@ def run(params, log=_log, once=False, wait="30s", clock=time.monotonic):
             if once:
                 return 0
             new_index = _wait_or_heal(settings, store, layout.root, index, wait)
+            full_pass = new_index == index
             if new_index < index:
                 log("Consul's index went back from %d to %d (rebuilt?): resyncing everything" % (index, new_index))
                 new_index = 0
@@ -203,6 +185,7 @@ def run(params, log=_log, once=False, wait="30s", clock=time.monotonic):
             if once:
                 raise
             index = 0
+            full_pass = True
             if _outage(e):
                 if down_since is None:
                     down_since, announced = clock(), False

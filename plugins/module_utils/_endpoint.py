@@ -10,7 +10,7 @@ import ipaddress
 import socket
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _gateway, _links, _netns, _network, _overlay_ns, _peers, _keys, _underlay, _validate)
+    _allocate, _consul, _firewall, _gateway, _links, _netns, _network, _overlay_ns, _peers, _keys, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 OVERLAY_END = "ve-%s"   # the overlay namespace's end of eth0, on br0
@@ -269,6 +269,7 @@ def attach(nl, store, layout, network, gw, underlay, items, params, check_mode, 
             else:
                 actions += build_kernel(nl, network, gw, record, item.ns, apply, params.get("default_route", True))
             results.append(describe(nl, network, record, item.ns, apply))
+        actions += _firewall.sync_store(store, layout, underlay.vtep, apply)
         if vx_index is not None:  # records holds every endpoint of the network, so peers come for free
             actions += _peers.sync(nl.get(_overlay_ns.namespace(network)), vx_index,
                                    _peers.desired(records.values(), underlay.vtep), apply)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _netns, _overlay_ns, _peers, _keys, _underlay, _validate)
+    _allocate, _consul, _firewall, _netns, _overlay_ns, _peers, _keys, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 DEFAULT_PORT = 4789
@@ -126,6 +126,7 @@ def present(nl, store, layout, record, underlay, req, check_mode):
     check_mtu(record, underlay)
     try:
         actions += register_host(store, layout, underlay, check_mode)
+        actions += _firewall.sync_store(store, layout, underlay.vtep, apply=not check_mode)
         if check_mode and not isinstance(record["vni"], int):
             return result(record, actions + ["create namespace and devices for network %s" % req.name],
                           underlay, None, before)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _links, _netns, _keys
+from ansible_collections.overlay.vxlan.plugins.module_utils import _firewall, _links, _netns, _keys
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 BRIDGE = "br0"
@@ -76,7 +76,8 @@ def _vxlan_matches(msg, network):
 def ensure(nl, network, apply):
     """Namespace, br0 and vxlan0 as the network record says. Returns (actions, vxlan index or None)."""
     ns = namespace(network)
-    actions = []
+    # The VXLAN firewall first: no vxlan device exists without it (fails the run if nft refuses).
+    actions = _firewall.guard(network["port"], apply)
     if ns.exists() and not _netns.is_netns(ns.path):
         # A plain file left where the namespace was (its mount vanished, e.g. with the mount
         # namespace of the process that made it): clear it and build again.

@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _netns, _overlay_ns, _peers, _keys, _underlay
+from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _firewall, _netns, _overlay_ns, _peers, _keys, _underlay
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 
@@ -23,6 +23,7 @@ def sync_once(nl, store, layout, underlay):
     actions = []
     tree = store.get_tree(layout.root)
     networks = [v for k, (v, index) in tree.items() if k.startswith(layout.networks()) and v]
+    actions += _firewall.sync_tree(tree, layout, underlay.vtep)
     for network in networks:
         vx_index = _overlay_ns.vxlan_index(nl, network)
         if vx_index is None:

@@ -47,7 +47,10 @@ def _is_addr(text):
 
 def _table(family, name):
     """{"sets": {name: set of members as strings}, "rules": {chain: [comments]}} or None."""
-    objs = _nft.ruleset(None, family, name)
+    try:
+        objs = _nft.ruleset(None, family, name)
+    except ValueError:  # nft printed something that is not JSON: a table we cannot read is not ours
+        return {"sets": {}, "rules": {}, "chains": set()}
     if not objs:
         return None
     out = {"sets": {}, "rules": {}, "chains": set()}

@@ -10,8 +10,8 @@ import ipaddress
 import socket
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _gateway, _hostlock, _keys, _links, _netns, _overlay_ns, _peers, _records, _underlay,
-    _validate)
+    _allocate, _consul, _firewall, _gateway, _hostlock, _keys, _links, _netns, _overlay_ns, _peers, _records,
+    _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 OVERLAY_END = "ve-%s"   # the overlay namespace's end of eth0, on br0
@@ -331,6 +331,7 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
             else:
                 actions += build_kernel(nl, network, gw, record, item.ns, apply, params.get("default_route", True))
             results.append(describe(nl, network, record, item.ns, apply))
+        actions += _firewall.sync_store(store, layout, underlay.vtep, apply)
         if vx_index is not None:  # read under the host lock: no sync since can have seen newer records
             actions += _peers.sync(nl.get(_overlay_ns.namespace(network)), vx_index,
                                    _peers.desired(records.values(), underlay.vtep), apply)

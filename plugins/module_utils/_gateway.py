@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _links, _netns
+from ansible_collections.overlay.vxlan.plugins.module_utils import _firewall, _links, _netns
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 DEFAULT_NAME = "docker_gwbridge"
@@ -24,8 +24,9 @@ GATEWAY_ARGS = dict(
 
 
 class Gateway:
-    def __init__(self, name, subnet):
+    def __init__(self, name, subnet, block_host=False):
         self.name = name
+        self.block_host = bool(block_host)  # endpoints may not open anything on the host's own addresses
         self.subnet = ipaddress.ip_network(subnet)
         self.address = ipaddress.ip_interface("%s/%d" % (next(self.subnet.hosts()), self.subnet.prefixlen))
 
@@ -38,7 +39,10 @@ def from_params(params):
     from ansible_collections.overlay.vxlan.plugins.module_utils import _validate
     name = _validate.ifname(params.get("gateway_bridge") or DEFAULT_NAME, "gateway_bridge")
     subnet = _validate.subnet(params.get("gateway_subnet") or DEFAULT_SUBNET, "gateway_subnet")
-    return Gateway(name, subnet)
+    block = params.get("gateway_block_host")
+    if block is not None and not isinstance(block, bool):
+        raise OverlayError("gateway_block_host must be true or false, not %r" % (block,), "gateway_block_host")
+    return Gateway(name, subnet, bool(block))
 
 
 def nat_rules(gw):
@@ -75,6 +79,9 @@ def ensure(nl, gw, run_command, apply):
         if apply:
             with open(IP_FORWARD, "w") as f:
                 f.write("1\n")
+    # No hairpin forwarding (icc bypass via the router address), host addresses blocked on request,
+    # and VXLAN from this bridge dropped: nftables at priorities before iptables' chains.
+    actions += _firewall.ensure_gateway(gw, gw.block_host, apply)
     for table, chain, rule in nat_rules(gw):
         rc = run_command(["iptables", "-w", "-t", table, "-C", chain] + rule)[0]
         if rc != 0:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _endpoint, _gateway, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers, _records,
-    _underlay, _validate)
+    _allocate, _consul, _endpoint, _firewall, _gateway, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers,
+    _records, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 DEFAULT_PORT = 4789
@@ -122,6 +122,7 @@ def present(nl, store, layout, record, index, networks, underlay, req, settings,
     _underlay.check_mtu(record, underlay)
     try:
         actions += register_host(store, layout, underlay, check_mode)
+        actions += _firewall.sync_store(store, layout, underlay.vtep, apply=not check_mode)
         if check_mode and not isinstance(record["vni"], int):
             return result(record, actions + ["create namespace and devices for network %s" % req.name],
                           underlay, None, before)

@@ -10,7 +10,7 @@ import errno
 import ipaddress
 import os
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _links, _netns, _keys
+from ansible_collections.overlay.vxlan.plugins.module_utils import _firewall, _links, _netns, _keys
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 BRIDGE = "br0"
@@ -154,7 +154,8 @@ def ensure(nl, network, apply, prefix="overlay"):
 
 
 def _ensure(nl, ns, network, apply, prefix):
-    actions = []
+    # The VXLAN firewall first: no vxlan device exists without it (fails the run if nft refuses).
+    actions = _firewall.guard(network["port"], apply)
     if ns.exists() and not _netns.is_netns(ns.path):
         # A plain file left where the namespace was (its mount vanished, e.g. with the mount
         # namespace of the process that made it): clear it and build again.

@@ -17,7 +17,7 @@ import threading
 import time
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _consul, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers, _underlay)
+    _consul, _firewall, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers, _underlay)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 BACKOFF_FIRST = 0.05  # seconds; doubling while Consul does not answer ...
@@ -68,6 +68,7 @@ def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEF
                 networks.append(value)
             else:
                 once(key, "skipping %s: not a network record (%r)" % (key, str(value)[:80]))
+    actions += _firewall.sync_tree(tree, layout, underlay.vtep)
     for network in networks:
         prefix = layout.endpoints(network["id"])
         try:

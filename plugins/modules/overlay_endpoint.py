@@ -96,6 +96,17 @@ options:
     description: Subnet of the gateway bridge; the bridge holds its first address.
     type: str
     default: 172.18.0.0/16
+  gateway_block_host:
+    description:
+      - Drop every new connection from the gateway bridge to this host's own addresses (sshd, a local Consul agent,
+        the bridge address itself); replies to connections the host opened still pass, and traffic leaving the host
+        through NAT is not affected. See C(docs/firewall.md).
+      - The gateway bridge is shared by every network on the host, so the setting is the bridge's, not the network's;
+        the last run sets it.
+      - Internal networks have no gateway interface and their overlay namespace has no route to the host, so the
+        host's addresses are already out of their endpoints' reach; the option is ignored there (on by construction).
+    type: bool
+    default: false
   default_route:
     description: Point the target namespace's default route at the gateway bridge (not on internal networks).
     type: bool
@@ -199,6 +210,7 @@ def main():
         gateway_ifname=dict(type="str", default="eth1"),
         default_route=dict(type="bool", default=True),
         force=dict(type="bool", default=False),
+        gateway_block_host=dict(type="bool", default=False),
         state=dict(type="str", choices=["present", "absent"], default="present"),
     )
     argument_spec.update(GATEWAY_ARGS)

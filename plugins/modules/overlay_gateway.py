@@ -13,14 +13,17 @@ description:
     a bridge holding the first address of O(subnet), IPv4 forwarding on, masquerade for traffic from O(subnet) that
     leaves through another interface, and FORWARD rules accepting it and its replies.
   - Its ports cannot talk to each other (Docker's C(icc=false)); M(overlay.vxlan.overlay_endpoint) isolates each
-    port it adds (the bridge's own port isolation flag, so it holds without br_netfilter).
+    port it adds (the bridge's own port isolation flag, so it holds without br_netfilter), and nftables (table
+    C(inet overlay_gateway), before iptables' filter chains) drops forwarding from the bridge back into it, so a route
+    via the bridge address cannot bypass the isolation either. VXLAN from the bridge is dropped (table
+    C(inet overlay_vxlan)); see C(docs/firewall.md).
   - M(overlay.vxlan.overlay_endpoint) ensures the same bridge by itself; this module lets a role prepare a host ahead.
 author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 requirements:
-  - pyroute2 >= 0.9 on the target host; root; iptables
+  - pyroute2 >= 0.9 on the target host; root; iptables; nft (nftables)
 attributes:
   check_mode:
     support: full
@@ -37,6 +40,12 @@ options:
     description: IPv4 subnet of the bridge.
     type: str
     default: 172.18.0.0/16
+  block_host:
+    description:
+      - Drop new connections from the bridge to this host's own addresses (replies to the host's own connections
+        pass). Same as O(overlay.vxlan.overlay_endpoint#module:gateway_block_host).
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -69,12 +78,14 @@ from ansible_collections.overlay.vxlan.plugins.module_utils._errors import Overl
 
 def main():
     module = AnsibleModule(argument_spec=dict(name=dict(type="str", default=_gateway.DEFAULT_NAME),
-                                              subnet=dict(type="str", default=_gateway.DEFAULT_SUBNET)),
+                                              subnet=dict(type="str", default=_gateway.DEFAULT_SUBNET),
+                                              block_host=dict(type="bool", default=False)),
                            supports_check_mode=True)
     try:
         _netns.require_pyroute2()
         _netns.require_root()
-        gw = _gateway.from_params({"gateway_bridge": module.params["name"], "gateway_subnet": module.params["subnet"]})
+        gw = _gateway.from_params({"gateway_bridge": module.params["name"], "gateway_subnet": module.params["subnet"],
+                                  "gateway_block_host": module.params["block_host"]})
         with _netns.Netlink() as nl:
             actions = _gateway.ensure(nl, gw, module.run_command, apply=not module.check_mode)
             ipr = nl.get(_netns.resolve(None, None))

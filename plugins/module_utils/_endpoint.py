@@ -10,7 +10,7 @@ import ipaddress
 import socket
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _gateway, _links, _netns, _network, _overlay_ns, _peers, _keys, _underlay, _validate)
+    _allocate, _antispoof, _consul, _gateway, _links, _netns, _network, _overlay_ns, _peers, _keys, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 OVERLAY_END = "ve-%s"   # the overlay namespace's end of eth0, on br0
@@ -252,6 +252,9 @@ def attach(nl, store, layout, network, gw, underlay, items, params, check_mode, 
                 store.put(layout.endpoint(network["id"], record["name"]), record)
         host_actions, vx_index = _overlay_ns.ensure(nl, network, apply)
         actions += host_actions
+        everyone = list(existing.values()) + created
+        # Before any new port joins br0: the table exists with the new ports' elements (fail closed).
+        actions += _antispoof.reconcile(nl, network, everyone, underlay.vtep, apply)
         if gw is not None:
             actions += _gateway.ensure(nl, gw, run_command, apply)
         records = {r["name"]: r for r in list(existing.values()) + created}
@@ -272,6 +275,9 @@ def attach(nl, store, layout, network, gw, underlay, items, params, check_mode, 
         if vx_index is not None:  # records holds every endpoint of the network, so peers come for free
             actions += _peers.sync(nl.get(_overlay_ns.namespace(network)), vx_index,
                                    _peers.desired(records.values(), underlay.vtep), apply)
+        # The new ports exist now: learning off, static FDB entries, neighbours.
+        if apply:
+            actions += _antispoof.reconcile(nl, network, everyone, underlay.vtep, apply)
     except BaseException:
         if created:  # nothing half-built: undo what this run built and claimed
             for record in created:
@@ -317,6 +323,10 @@ def _remove_kernel(nl, network, record, apply):
 def remove_records(nl, store, layout, network, records, check_mode):
     """Interfaces, record and claims of endpoints on this host (also used by overlay_network force)."""
     actions = []
+    if records:  # before the ports go: their elements, static FDB entries and neighbours
+        gone = {r["name"] for r in records}
+        remaining = [e for e in store.values(layout.endpoints(network["id"])) if e["name"] not in gone]
+        actions += _antispoof.reconcile(nl, network, remaining, records[0]["vtep"], not check_mode)
     for record in records:
         actions += ["%s: %s" % (record["name"], a) for a in _remove_kernel(nl, network, record, not check_mode)]
         actions.append("store: remove endpoint %s (%s)" % (record["name"], record["ip"]))

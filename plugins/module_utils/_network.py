@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _netns, _overlay_ns, _peers, _keys, _underlay, _validate)
+    _allocate, _antispoof, _consul, _netns, _overlay_ns, _peers, _keys, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 DEFAULT_PORT = 4789
@@ -27,6 +27,7 @@ class Request:
         self.port = _validate.int_range(params.get("port"), 1, 65535, "port", "UDP port")
         self.mtu = _validate.mtu(params.get("mtu"), "mtu")
         self.internal = params.get("internal")
+        self.anti_spoofing = params.get("anti_spoofing")  # None: not given (a new network gets True)
         self.force = params.get("force", False)
 
 
@@ -38,6 +39,8 @@ def differences(record, req):
     for field, want in checks:
         if want is not None and record.get(field) != want:
             wrong.append((field, record.get(field), want))
+    if req.anti_spoofing is not None and _antispoof.enabled(record) != bool(req.anti_spoofing):
+        wrong.append(("anti_spoofing", _antispoof.enabled(record), bool(req.anti_spoofing)))
     return wrong
 
 
@@ -47,7 +50,8 @@ def new_record(req, underlay):
     mtu = req.mtu if req.mtu is not None else underlay.max_overlay_mtu
     gateway = req.gateway or next(req.subnet.hosts())
     return _keys.network_record(req.name, req.subnet, gateway, req.vni, mtu, req.port or DEFAULT_PORT,
-                                 bool(req.internal), underlay.host)
+                                 bool(req.internal), underlay.host,
+                                 anti_spoofing=req.anti_spoofing is not False)
 
 
 def check_mtu(record, underlay):
@@ -137,6 +141,7 @@ def present(nl, store, layout, record, underlay, req, check_mode):
             ipr = nl.get(_overlay_ns.namespace(record))
             actions += _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=not check_mode)
             peers = _peers.table(ipr, vx_index)
+        actions += _antispoof.reconcile(nl, record, endpoints, underlay.vtep, apply=not check_mode)
     except Exception:
         if created:  # nothing half-built: a record this run created goes with the failed host part
             store.txn([_consul.op_delete(layout.network(record["name"])), _consul.op_delete(layout.vni(record["vni"]))])

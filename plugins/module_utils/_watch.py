@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _netns, _overlay_ns, _peers, _keys, _underlay
+from ansible_collections.overlay.vxlan.plugins.module_utils import _antispoof, _consul, _netns, _overlay_ns, _peers, _keys, _underlay
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 
@@ -32,6 +32,8 @@ def sync_once(nl, store, layout, underlay):
         ipr = nl.get(_overlay_ns.namespace(network))
         actions += ["%s: %s" % (network["name"], a)
                     for a in _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=True)]
+        actions += ["%s: %s" % (network["name"], a)
+                    for a in _antispoof.reconcile(nl, network, endpoints, underlay.vtep, apply=True)]
     return actions
 
 

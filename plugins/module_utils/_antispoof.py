@@ -36,8 +36,8 @@ NTF_SELF = 0x02
 RULES = (
     # (comment, rule): the comments let a re-run see that the chain is ours and complete.
     ("ovx-other-ports", 'iifname != "%s*" accept' % PORT_PREFIX),
-    ("ovx-ipv4", "iifname . ether saddr . ip saddr @ipv4 accept"),
-    ("ovx-arp", "iifname . ether saddr . arp saddr ether . arp saddr ip @arp accept"),
+    ("ovx-ipv4", "iifname . ether saddr . ip saddr @src4 accept"),
+    ("ovx-arp", "iifname . ether saddr . arp saddr ether . arp saddr ip @srcarp accept"),
     ("ovx-drop", "counter drop"),
 )
 
@@ -63,16 +63,16 @@ def script(local):
     """The whole table, replaced in one transaction (create-then-delete makes it work from nothing)."""
     ipv4, arp = _elements(local)
     lines = ["table bridge %s {}" % TABLE, "delete table bridge %s" % TABLE, "table bridge %s {" % TABLE,
-             "  set ipv4 { type ifname . ether_addr . ipv4_addr; }",
-             "  set arp { type ifname . ether_addr . ether_addr . ipv4_addr; }",
+             "  set src4 { type ifname . ether_addr . ipv4_addr; }",
+             "  set srcarp { type ifname . ether_addr . ether_addr . ipv4_addr; }",
              "  chain prerouting {",
              "    type filter hook prerouting priority -300; policy accept;"]
     lines += ['    %s comment "%s"' % (rule, comment) for comment, rule in RULES]
     lines += ["  }", "}"]
     if ipv4:
-        lines.append("add element bridge %s ipv4 { %s }" % (
+        lines.append("add element bridge %s src4 { %s }" % (
             TABLE, ", ".join('"%s" . %s . %s' % e for e in ipv4)))
-        lines.append("add element bridge %s arp { %s }" % (
+        lines.append("add element bridge %s srcarp { %s }" % (
             TABLE, ", ".join('"%s" . %s . %s . %s' % e for e in arp)))
     return "\n".join(lines) + "\n"
 
@@ -109,8 +109,8 @@ def _table_actions(ns, network, local, on, apply):
             _nft.apply(ns, "delete table bridge %s\n" % TABLE, "removing the anti-spoofing table")
         return ["nftables: delete table bridge %s (anti_spoofing is off)" % TABLE]
     ipv4, arp = _elements(local)
-    want_sets = {"ipv4": (("ifname", "ether_addr", "ipv4_addr"), ipv4),
-                 "arp": (("ifname", "ether_addr", "ether_addr", "ipv4_addr"), arp)}
+    want_sets = {"src4": (("ifname", "ether_addr", "ipv4_addr"), ipv4),
+                 "srcarp": (("ifname", "ether_addr", "ether_addr", "ipv4_addr"), arp)}
     actions = []
     if current is None:
         actions.append("nftables: create table bridge %s (each ve-* port sends only its own MAC and IP)" % TABLE)
@@ -120,7 +120,7 @@ def _table_actions(ns, network, local, on, apply):
                 {k: v[0] for k, v in sets.items()} != {k: v[0] for k, v in want_sets.items()}:
             actions.append("nftables: rewrite table bridge %s (its chain or sets differ)" % TABLE)
         else:
-            have = {e[0]: e for e in sets["ipv4"][1]}
+            have = {e[0]: e for e in sets["src4"][1]}
             want = {e[0]: e for e in ipv4}
             for port in sorted(set(have) | set(want)):
                 if have.get(port) != want.get(port):
@@ -128,7 +128,7 @@ def _table_actions(ns, network, local, on, apply):
                         actions.append("nftables: %s may send as %s %s" % (port, want[port][1], want[port][2]))
                     else:
                         actions.append("nftables: forget %s (%s %s)" % (port, have[port][1], have[port][2]))
-            if not actions and sets["arp"][1] != arp:
+            if not actions and sets["srcarp"][1] != arp:
                 actions.append("nftables: ARP elements differ from the endpoints")
     if actions and apply:
         _nft.apply(ns, script(local), "the anti-spoofing table of network %s" % network["name"])

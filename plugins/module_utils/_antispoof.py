@@ -250,8 +250,9 @@ def reconcile(nl, network, endpoints, my_vtep, apply):
     want_fdb, want_neigh = {}, {}
     if on:
         vx_index = ports.get(_overlay_ns.VXLAN)
+        local_ids = {e["id"] for e in local}
         for e in endpoints:
-            index = ports.get(port_name(e)) if e in local else vx_index
+            index = ports.get(port_name(e)) if e["id"] in local_ids else vx_index
             if index is not None:
                 want_fdb[e["mac"].lower()] = index
             want_neigh[e["ip"]] = e["mac"].lower()

@@ -32,6 +32,7 @@ PORT_PREFIX = "ve-"
 NUD_NOARP = 0x40       # a bridge FDB entry with this state is "static"
 NUD_PERMANENT = 0x80   # on the bridge: a "local" entry (delivered to br0 itself); on a neighbour: permanent
 NTF_SELF = 0x02
+NTF_MASTER = 0x04  # a delete must say so, or it removes the port device's own (self) entry instead
 
 RULES = (
     # (comment, rule): the comments let a re-run see that the chain is ours and complete.
@@ -185,12 +186,12 @@ def _fdb_actions(ipr, br_index, ports, want, on, apply):
     for mac, index in learned:
         actions.append("br0 fdb: forget learned %s on %s" % (mac, names.get(index, index)))
         if apply:
-            _quiet(ipr.fdb, "del", ifindex=index, lladdr=mac, master=br_index)
+            _quiet(ipr.fdb, "del", ifindex=index, lladdr=mac, flags=NTF_MASTER)
     for mac, index in sorted(static.items()):
         if want.get(mac) != index:
             actions.append("br0 fdb: remove %s on %s" % (mac, names.get(index, index)))
             if apply:
-                _quiet(ipr.fdb, "del", ifindex=index, lladdr=mac, master=br_index)
+                _quiet(ipr.fdb, "del", ifindex=index, lladdr=mac, flags=NTF_MASTER)
     for mac, index in sorted(want.items()):
         if static.get(mac) != index:
             actions.append("br0 fdb: %s static on %s" % (mac, names.get(index, index)))

@@ -229,11 +229,11 @@ def test_gratuitous_arp_for_another_ip_poisons_no_neighbour(lab):
 
 
 def test_arp_is_answered_from_the_store(lab):
-    # B's own ARP replies are dropped (an arp-family output filter in B): A still resolves B,
+    # B's own ARP replies are dropped (an arp-family output filter in B; its requests still go): A still resolves B,
     # because br0 answers from its neighbour table, which comes from Consul.
     d0 = lab.hosts["docker0"]
     _h, b_ns, b_ip, b_mac = where("guard", "b")
-    mute = "table arp mute {\n chain out {\n  type filter hook output priority 0; policy drop;\n }\n}\n"
+    mute = "table arp mute {\n chain out {\n  type filter hook output priority 0; policy accept;\n  arp operation reply drop\n }\n}\n"
     for net, a_ns, ns, ip in (("guard", "ga", b_ns, b_ip), ("open", "oa", "ob", where("open", "b")[2])):
         ns_exec(d0, a_ns, ["ip", "neigh", "flush", "dev", "eth0"], check=True)
         d0.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=mute)

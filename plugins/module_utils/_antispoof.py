@@ -15,7 +15,8 @@ Three parts, all inside the network's overlay namespace, all computed from the e
   on the ve-* ports and neighbour suppression on vxlan0. The kernel's br_do_proxy_suppress_arp
   answers a request from port P for IP T when br0 has a valid neighbour for T, the FDB knows its
   MAC, and P has proxy_arp or the MAC's port has neigh_suppress; a request arriving on a port
-  that itself has neigh_suppress is never answered, so that flag goes on vxlan0 only.
+  that itself has neigh_suppress is never answered, so that flag goes on vxlan0 only. The bridge
+  never floods to a proxy_arp port: endpoints get no broadcast, multicast or unknown unicast.
 
 ``reconcile`` is the one entry point; with ``apply=False`` it returns what it would change (check
 mode and verify). A network record with ``anti_spoofing: false`` gets the kernel's defaults back:

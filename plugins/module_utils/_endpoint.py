@@ -10,8 +10,8 @@ import ipaddress
 import socket
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _firewall, _gateway, _hostlock, _keys, _links, _netns, _overlay_ns, _peers, _records,
-    _underlay, _validate)
+    _allocate, _antispoof, _consul, _firewall, _gateway, _hostlock, _keys, _links, _netns, _overlay_ns, _peers,
+    _records, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 OVERLAY_END = "ve-%s"   # the overlay namespace's end of eth0, on br0
@@ -314,6 +314,9 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
                 _records.update_endpoint(store, layout, entry, record)
         host_actions, vx_index = _overlay_ns.ensure(nl, network, apply, settings["prefix"])
         actions += host_actions
+        everyone = list(records.values()) + created
+        # Before any new port joins br0: the table exists with the new ports' elements (fail closed).
+        actions += _antispoof.reconcile(nl, network, everyone, underlay.vtep, apply)
         if gw is not None:
             actions += _gateway.ensure(nl, gw, run_command, apply)
         records.update({r["name"]: r for r in created})
@@ -335,6 +338,9 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
         if vx_index is not None:  # read under the host lock: no sync since can have seen newer records
             actions += _peers.sync(nl.get(_overlay_ns.namespace(network)), vx_index,
                                    _peers.desired(records.values(), underlay.vtep), apply)
+        # The new ports exist now: learning off, static FDB entries, neighbours.
+        if apply:
+            actions += _antispoof.reconcile(nl, network, everyone, underlay.vtep, apply)
     except BaseException:
         if created:  # nothing half-built: undo what this run built and claimed
             for record in created:
@@ -383,16 +389,24 @@ def detach_entries(nl, store, layout, network, entries, check_mode):
     then delete the records and claims. A failure after the mark leaves records marked
     ``detaching`` that the next detach or the garbage collection finishes."""
     actions = []
+    records = [e.value for e in entries]
+    if records:  # before the ports go: their elements, static FDB entries and neighbours
+        gone = {r["name"] for r in records}
+        remaining = [e for e in store.values(layout.endpoints(network["id"]))
+                     if isinstance(e, dict) and e.get("name") not in gone]
     for entry in entries:
         actions += ["%s: %s" % (entry.value["name"], a)
                     for a in _remove_kernel(nl, network, entry.value, apply=False)]
         actions.append("store: remove endpoint %s (%s)" % (entry.value["name"], entry.value["ip"]))
     if check_mode or not entries:
+        if records:
+            actions += _antispoof.reconcile(nl, network, remaining, records[0]["vtep"], False)
         return actions
     indexes = _records.mark_detaching(store, layout, entries)
+    actions += _antispoof.reconcile(nl, network, remaining, records[0]["vtep"], True)
     for entry in entries:
         _remove_kernel(nl, network, entry.value, apply=True)
-    _records.release(store, layout, [e.value for e in entries], indexes)
+    _records.release(store, layout, records, indexes)
     return actions
 
 

@@ -5,7 +5,7 @@ store with this host's kernel by asking each reconciler what it *would* change (
 from __future__ import annotations
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _consul, _endpoint, _gateway, _gc, _keys, _netns, _overlay_ns, _peers, _records, _underlay)
+    _antispoof, _consul, _endpoint, _gateway, _gc, _keys, _netns, _overlay_ns, _peers, _records, _underlay)
 
 
 def inspect(network, endpoints):
@@ -34,6 +34,7 @@ def verify(nl, network, endpoints, underlay, params, run_command):
     if vx_index is not None:
         ipr = nl.get(_overlay_ns.namespace(network))
         note("peer", _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=False))
+    note("anti-spoofing", _antispoof.reconcile(nl, network, endpoints, underlay.vtep, apply=False))
     gw = None if network["internal"] else _gateway.from_params(params)
     local = [e for e in endpoints if e["host"] == underlay.host]
     if gw is not None and local:

@@ -83,10 +83,10 @@ def mac_for(ip):
     return "02:42:" + ":".join("%02x" % b for b in ipaddress.IPv4Address(str(ip)).packed)
 
 
-def network_record(name, net, gateway, vni, mtu, port, internal, host):
+def network_record(name, net, gateway, vni, mtu, port, internal, host, anti_spoofing=True):
     return {
         "schema": SCHEMA, "id": new_id(), "name": name, "subnet": str(net), "gateway": str(gateway),
-        "vni": vni, "mtu": mtu, "port": port, "internal": internal,
+        "vni": vni, "mtu": mtu, "port": port, "internal": internal, "anti_spoofing": bool(anti_spoofing),
         "created_at": now(), "created_by": host,
     }
 

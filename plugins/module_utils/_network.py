@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _consul, _endpoint, _firewall, _gateway, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers,
+    _allocate, _antispoof, _consul, _endpoint, _firewall, _gateway, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers,
     _records, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
@@ -31,6 +31,7 @@ class Request:
         self.port = _validate.int_range(params.get("port"), 1, 65535, "port", "UDP port")
         self.mtu = _validate.mtu(params.get("mtu"), "mtu")
         self.internal = params.get("internal")
+        self.anti_spoofing = params.get("anti_spoofing")  # None: not given (a new network gets True)
         self.force = params.get("force", False)
 
 
@@ -42,6 +43,8 @@ def differences(record, req):
     for field, want in checks:
         if want is not None and record.get(field) != want:
             wrong.append((field, record.get(field), want))
+    if req.anti_spoofing is not None and _antispoof.enabled(record) != bool(req.anti_spoofing):
+        wrong.append(("anti_spoofing", _antispoof.enabled(record), bool(req.anti_spoofing)))
     return wrong
 
 
@@ -51,7 +54,8 @@ def new_record(req, underlay):
     mtu = req.mtu if req.mtu is not None else underlay.max_overlay_mtu
     gateway = req.gateway or next(req.subnet.hosts())
     return _keys.network_record(req.name, req.subnet, gateway, req.vni, mtu, req.port or DEFAULT_PORT,
-                                 bool(req.internal), underlay.host)
+                                 bool(req.internal), underlay.host,
+                                 anti_spoofing=req.anti_spoofing is not False)
 
 
 def check_overlaps(networks, req):
@@ -134,6 +138,7 @@ def present(nl, store, layout, record, index, networks, underlay, req, settings,
             ipr = nl.get(_overlay_ns.namespace(record))
             actions += _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=not check_mode)
             peers = _peers.table(ipr, vx_index)
+        actions += _antispoof.reconcile(nl, record, endpoints, underlay.vtep, apply=not check_mode)
     except BaseException:
         if created:  # nothing half-built: a record this run created goes with the failed host part
             _records.delete_created_network(store, layout, record, index)

@@ -2,7 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Remote endpoints on vxlan0: a static FDB entry (MAC -> remote VTEP) and a permanent neighbour
 entry (IP -> MAC) for each, from the store's endpoint records; stale ones are removed.
-Local endpoints are left to br0's own learning, as Docker does."""
+Local endpoints are left to br0's own learning, as Docker does, unless the network has anti-spoofing
+(the default): then _antispoof programs br0's FDB and neighbours for every endpoint and br0 learns nothing."""
 from __future__ import annotations
 
 import socket

@@ -17,7 +17,7 @@ import threading
 import time
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _consul, _firewall, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers, _underlay)
+    _antispoof, _consul, _firewall, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers, _underlay)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 BACKOFF_FIRST = 0.05  # seconds; doubling while Consul does not answer ...
@@ -85,6 +85,8 @@ def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEF
             ipr = nl.get(_overlay_ns.namespace(network))
             actions += ["%s: %s" % (network["name"], a)
                         for a in _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=True)]
+            actions += ["%s: %s" % (network["name"], a)
+                        for a in _antispoof.reconcile(nl, network, endpoints, underlay.vtep, apply=True)]
         except Exception as e:  # one network's trouble (a vanished device, a netlink error) stops only it
             once(network["id"], "network %s: sync failed: %s" % (network["name"], _describe(e)))
     try:

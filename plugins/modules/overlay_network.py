@@ -18,8 +18,11 @@ description:
   - a static FDB entry (MAC -> remote VTEP) and a permanent neighbour entry (IP -> MAC) on C(vxlan0) for every
     endpoint that Consul lists on another host; stale entries are removed. Run it again (or run
     M(overlay.vxlan.overlay_endpoint)) to pick up endpoints added elsewhere.
-  - A conflicting redefinition (another subnet, gateway, VNI, port, MTU or internal flag for an existing name) is an
-    error, never a silent overwrite.
+  - Unless O(anti_spoofing=false), endpoints cannot impersonate each other (see docs/anti-spoofing.md): each
+    endpoint's C(br0) port may send only its own MAC and IP (and ARP for its own IP), C(br0) does not learn (its FDB
+    and ARP answers come from Consul).
+  - A conflicting redefinition (another subnet, gateway, VNI, port, MTU, internal or anti_spoofing setting for an
+    existing name) is an error, never a silent overwrite.
 author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
@@ -58,6 +61,16 @@ options:
     type: int
   internal:
     description: An internal network gives its endpoints no gateway-bridge interface and no default route.
+    type: bool
+  anti_spoofing:
+    description:
+      - Each endpoint may send only from its own MAC and IPv4 address (ARP only for its own address; IPv6 and other
+        ethertypes are dropped), C(br0) learns nothing (static FDB entries from Consul) and answers ARP for overlay
+        addresses from Consul. An nftables C(bridge) table C(overlay_antispoof) in the overlay namespace does the
+        filtering; the target needs C(nft).
+      - Set to V(false) for Docker's behaviour (br0 learns, no filter). Stored in the network record, so it is
+        cluster-wide; omitted, an existing network keeps its setting (records from before this option count as
+        V(true)) and a new one gets V(true). Changing it for an existing network is an error.
     type: bool
   host:
     description: This host's name in the store. Defaults to the target's hostname.
@@ -181,6 +194,7 @@ def main():
         port=dict(type="int"),
         mtu=dict(type="int"),
         internal=dict(type="bool"),
+        anti_spoofing=dict(type="bool"),
         force=dict(type="bool", default=False),
         gc=dict(type="bool", default=True),
         gc_grace=dict(type="int", default=120),

@@ -47,6 +47,9 @@ PY
   exit 0
 fi
 
+# With --json, stdout carries only the JSON report; everything else goes to stderr.
+if [ -n "$json" ]; then exec 3>&1 1>&2; else exec 3>&1; fi
+
 if [ "$mode" = auto ]; then
   if why="$(lab/vm/kvm-probe.sh)"; then
     mode=vm
@@ -75,6 +78,6 @@ mkdir -p "$REPO/.cache/build" "$collections"
 echo "collection overlay.vxlan built and installed into $collections"
 
 if [ "$mode" = namespaces ]; then
-  exec .venv/bin/python scripts/lab_namespaces.py --collections-path "$collections" $keep $json
+  exec .venv/bin/python scripts/lab_namespaces.py --collections-path "$collections" $keep $json 1>&3 3>&-
 fi
-exec scripts/lab_vm.sh --collections-path "$collections" $keep $json
+exec scripts/lab_vm.sh --collections-path "$collections" $keep $json 1>&3 3>&-

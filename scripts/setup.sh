@@ -14,7 +14,7 @@ pip_q() { "$VENV/bin/python" -m pip -q "$@" 2> >(grep -v '^WARNING: Location .* 
 
 # --- 1. system packages (apt-get only for what is missing) -------------------
 PKGS=(iproute2 iputils-ping iperf3 openssh-server openssh-client iptables nftables tcpdump
-      python3-venv python3-dev gcc git curl ca-certificates)
+      python3-venv python3-dev gcc git curl ca-certificates graphviz)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -71,7 +71,7 @@ if [[ ! -x "$CACHE/bin/consul" ]] || ! compgen -G "$CACHE/debs/consul_*.deb" >/d
 else
     log "consul: ok"
 fi
-"$CACHE/bin/consul" version | head -n1 | sed 's/^/[setup] /'
+"$CACHE/bin/consul" version | sed -n '1s/^/[setup] /p'  # sed reads it all: head would SIGPIPE consul (pipefail)
 
 # --- 4. wheels of the target hosts' Python dependencies --------------------------
 # Hosts without internet (the lab's VMs) get pyroute2 and py-consul from these, pushed by the

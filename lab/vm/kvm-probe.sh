@@ -4,7 +4,7 @@
 #   lab/vm/kvm-probe.sh        # exit 0 and print "kvm: ..." when KVM works, exit 1 and the reason otherwise
 #
 # /dev/kvm being there proves nothing (nested setups emulate it, containers lack permission):
-#  1. kvm_probe.py runs a tiny real-mode guest (2 M instructions, then hlt) and times it;
+#  1. kvm_probe.py runs a tiny real-mode guest (400 k instructions, then hlt) and times it;
 #  2. when qemu is installed, qemu -enable-kvm boots a kernel that panics at once (no root
 #     device, panic=-1, -no-reboot), which a working KVM finishes within seconds.
 # Environment: LAB_KVM_PROBE_TIMEOUT (15 s).
@@ -16,7 +16,7 @@ cache="${LAB_VM_CACHE:-$here/../../.cache/vm}"
 [[ -e /dev/kvm ]] || { echo "no /dev/kvm"; exit 1; }
 why="$(timeout 10 python3 "$here/kvm_probe.py" 2>&1)"
 rc=$?
-((rc == 124)) && why="a 2 M instruction KVM guest did not finish in 10 s"
+((rc == 124)) && why="a 400 k instruction KVM guest did not finish in 10 s"
 ((rc == 0)) || { echo "$why"; exit 1; }
 
 qemu="$(command -v qemu-system-x86_64 || true)"

@@ -5,7 +5,7 @@ store with this host's kernel by asking each reconciler what it *would* change (
 from __future__ import annotations
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _consul, _endpoint, _gateway, _netns, _network, _overlay_ns, _peers, _keys, _underlay)
+    _consul, _endpoint, _gateway, _netns, _network, _overlay_ns, _peers, _keys, _topology, _underlay)
 
 
 def inspect(network, endpoints):
@@ -68,4 +68,20 @@ def run(params, run_command):
                 differences += verify(nl, n, per_network[n["id"]], underlay, params, run_command)
         out["differences"] = differences
         out["in_sync"] = not differences
+    if params.get("topology") in ("data", "dot"):
+        out.update(topology(params, settings, networks, per_network, run_command))
+    return out
+
+
+def topology(params, settings, networks, per_network, run_command):
+    """{"topology": this host's kernel state}, plus {"dot": ...} when asked for DOT."""
+    _netns.require_pyroute2()
+    _netns.require_root()
+    with _netns.Netlink() as nl:
+        underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
+        topo = _topology.gather(nl, networks, per_network, underlay, _gateway.from_params(params), settings,
+                                run_command)
+    out = {"topology": topo}
+    if params["topology"] == "dot":
+        out["dot"] = _topology.to_dot([topo], title="overlay.vxlan on %s" % topo["host"])
     return out

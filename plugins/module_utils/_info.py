@@ -5,7 +5,8 @@ store with this host's kernel by asking each reconciler what it *would* change (
 from __future__ import annotations
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _antispoof, _consul, _endpoint, _gateway, _gc, _keys, _netns, _overlay_ns, _peers, _records, _underlay)
+    _antispoof, _consul, _endpoint, _gateway, _gc, _keys, _netns, _overlay_ns, _peers, _records, _topology,
+    _underlay)
 
 
 def inspect(network, endpoints):
@@ -77,4 +78,20 @@ def run(params, run_command):
                                                                        finding["action"])})
         out["differences"] = differences
         out["in_sync"] = not differences
+    if params.get("topology") in ("data", "dot"):
+        out.update(topology(params, settings, networks, per_network, run_command))
+    return out
+
+
+def topology(params, settings, networks, per_network, run_command):
+    """{"topology": this host's kernel state}, plus {"dot": ...} when asked for DOT."""
+    _netns.require_pyroute2()
+    _netns.require_root()
+    with _netns.Netlink() as nl:
+        underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
+        topo = _topology.gather(nl, networks, per_network, underlay, _gateway.from_params(params), settings,
+                                run_command)
+    out = {"topology": topo}
+    if params["topology"] == "dot":
+        out["dot"] = _topology.to_dot([topo], title="overlay.vxlan on %s" % topo["host"])
     return out

@@ -37,6 +37,15 @@ options:
     description: Compare the store with this host's kernel state.
     type: bool
     default: false
+  topology:
+    description:
+      - V(data) also returns RV(topology), what this host's kernel holds for the overlay (read-only).
+      - V(dot) returns RV(topology) and RV(dot), the same drawn as a Graphviz document
+        (C(dot -Tsvg) renders it; the lab merges every host's RV(topology) into one drawing).
+    type: str
+    choices: [none, data, dot]
+    default: none
+    version_added: 0.2.0
   host:
     description: This host's name in the store (for O(verify)). Defaults to the target's hostname.
     type: str
@@ -64,6 +73,20 @@ EXAMPLES = r"""
     verify: true
   register: check
   failed_when: not check.in_sync
+
+- name: Draw what this host really holds
+  overlay.vxlan.overlay_network_info:
+    name: demonet
+    topology: dot
+  become: true
+  register: seen
+
+- name: Render it with Graphviz on the controller
+  ansible.builtin.shell: dot -Tsvg -o topology-{{ inventory_hostname }}.svg
+  args:
+    stdin: "{{ seen.dot }}"
+  delegate_to: localhost
+  changed_when: true
 """
 
 RETURN = r"""
@@ -86,6 +109,33 @@ in_sync:
   description: With O(verify), true when no difference was found.
   returned: when verify=true
   type: bool
+topology:
+  description:
+    - With O(topology=data) or O(topology=dot), this host's kernel state, read through netlink.
+    - C(underlay) is the VTEP address and interface; C(networks) each overlay namespace with C(bridge) (br0),
+      C(vxlan) (vxlan0: vni, port, local, proxy, l2miss, l3miss), C(ports) (br0's ports), C(fdb) and
+      C(neighbours) (vxlan0's static entries) and C(tunnels) (per remote VTEP, the MACs the FDB sends there).
+    - C(endpoints) are this host's endpoints, each with its C(interfaces) (eth0, eth1) and, as C(peer), the other
+      end of each veth pair (found by the peer ifindex), and its C(routes).
+    - C(gateway_bridge) is the host's gateway bridge with its ports, whether NAT rules are in place (C(nat)) and
+      each port's isolation; C(consul) is the store's address.
+  returned: when topology is data or dot
+  type: dict
+  sample:
+    host: docker0
+    underlay: {host: docker0, vtep: 10.0.0.10, interface: eth0, mtu: 1500, mac: "52:54:00:00:00:10"}
+    consul: {scheme: http, host: 10.0.0.5, port: 8500}
+    networks:
+      - {name: demonet, vni: 256, namespace: ovl-6e2479586137,
+         vxlan: {name: vxlan0, vni: 256, port: 4789, proxy: true, l2miss: true, l3miss: true},
+         tunnels: [{local: 10.0.0.10, remote: 10.0.0.11, remote_host: docker1, macs: ["02:42:c0:a8:00:02"]}]}
+    endpoints:
+      - {name: C0, namespace: c0, interfaces: [{name: eth0, ifindex: 2, peer_ifindex: 7,
+         peer: {namespace: ovl-6e2479586137, name: ve-5f1d2c9e0a, ifindex: 7, master: br0}}]}
+dot:
+  description: With O(topology=dot), RV(topology) as a Graphviz DOT document.
+  returned: when topology=dot
+  type: str
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -101,6 +151,7 @@ def main():
     argument_spec = dict(
         name=dict(type="str"),
         verify=dict(type="bool", default=False),
+        topology=dict(type="str", choices=["none", "data", "dot"], default="none"),
     )
     argument_spec.update(GATEWAY_ARGS)
     argument_spec.update(HOST_ARGS)

@@ -188,3 +188,33 @@ def test_cli_up_exec_down(tmp_path):
         subprocess.run(cli + ["down", "--workdir", wd], env=env, check=True)
     assert find_state(wd) is None
     assert not any(nsutil.pid_alive(pid, st) for _role, _name, pid, st in state["procs"])
+
+
+def test_lab_sh_down_stops_kept_namespace_lab(tmp_path):
+    """scripts/lab.sh --down stops a namespace lab kept with --keep (a detached lab under lab/work),
+    and nothing else: a detached lab elsewhere keeps running."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "integration"),
+           "LAB_WORK": str(tmp_path / "work"), "LAB_NS": "ovl-notalab-%d" % os.getpid()}
+    cli = [sys.executable, "-m", "lab"]
+    kept_wd, other_wd = str(tmp_path / "work" / "namespaces" / "lab-1"), str(tmp_path / "other")
+    states = {}
+    for wd, ip in ((kept_wd, "10.0.0.10"), (other_wd, "10.0.0.20")):
+        up = subprocess.run(cli + ["up", "--workdir", wd, "--hosts", "h1=" + ip, "--consul", "", "--no-internet"],
+                            env=env, capture_output=True, text=True, check=True)
+        states[wd] = json.loads(up.stdout)
+    try:
+        down = subprocess.run([str(REPO / "scripts" / "lab.sh"), "--down"], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert down.returncode == 0, down.stderr
+        assert "stopped namespace lab " + states[kept_wd]["tag"] in down.stdout
+        assert find_state(kept_wd) is None
+        assert not any(nsutil.pid_alive(pid, st) for _r, _n, pid, st in states[kept_wd]["procs"])
+        # The other lab is untouched.
+        assert find_state(other_wd)["tag"] == states[other_wd]["tag"]
+        assert all(nsutil.pid_alive(pid, st) for _r, _n, pid, st in states[other_wd]["procs"])
+        again = subprocess.run([str(REPO / "scripts" / "lab.sh"), "--down"], env=env,
+                               capture_output=True, text=True, timeout=120, check=True)
+        assert "no namespace lab running" in again.stdout
+    finally:
+        for wd in states:
+            subprocess.run(cli + ["down", "--workdir", wd], env=env, check=False)

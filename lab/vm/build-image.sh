@@ -33,7 +33,7 @@ FORCE=0
 #  - dbus: hostnamectl/timedatectl and friends.
 PACKAGES=(
     adduser ca-certificates curl dbus gnupg init-system-helpers iperf3
-    iproute2 iptables iputils-ping kmod less linux-image-amd64 netcat-openbsd
+    iproute2 iptables iputils-ping kmod less linux-image-amd64 netcat-openbsd nftables
     openssh-server pipexec procps python3 python3-apt python3-pip python3-venv
     systemd systemd-sysv tcpdump udev unzip
 )

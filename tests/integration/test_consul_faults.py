@@ -172,10 +172,8 @@ def test_a_read_only_token_fails_at_once_and_changes_nothing(lab, tmp_path):
         assert kernel_snapshot(d0) == before_kernel
 
 
-@pytest.mark.xfail(reason="_endpoint.py deletes the interfaces before its refused transaction: the store "
-                          "protocol's ordering (issue 12 section 1), not the client", strict=False)
 def test_a_read_only_detach_fails_before_the_kernel_is_touched(lab, tmp_path):
-    # The ordering (refuse before deleting the interfaces) is the store protocol's, in _endpoint.
+    # The store protocol marks the records first: the refusal comes before any interface is touched.
     d0 = lab.hosts["docker0"]
     d0.add_netns("r3")
     setup = acl_play(lab, tmp_path, WRITER, [

@@ -219,6 +219,9 @@ def new_records_builder(network, gw, underlay, new_items):
             if item.mac is not None and item.mac in macs:
                 raise OverlayError("%s was taken by endpoint %s meanwhile" % (item.mac, macs[item.mac]), item.f("mac"))
         reserved = set(claims) | {network["gateway"]} | {str(i.ip) for i in new_items if i.ip is not None}
+        # An address whose Docker MAC is already claimed is not free either: an explicit MAC of another
+        # endpoint, or a claim that landed between the reads of the address and MAC claims.
+        reserved |= {ip for ip in map(_keys.ip_for, macs) if ip is not None}
         automatic = [i for i in chunk if i.ip is None]
         spread = _allocate.spread(attempt)
         ips = iter(_allocate.free_addresses(net, reserved, len(automatic), randomize=spread))
@@ -346,6 +349,12 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
             for record in created:
                 _remove_kernel(nl, network, record, apply=True)
             _records.release(store, layout, created, claimed.indexes)
+            ids = {r["id"] for r in created}
+            try:  # and the anti-spoofing elements the new ports were given before they existed
+                _antispoof.reconcile(nl, network, [r for r in records.values() if r["id"] not in ids],
+                                     underlay.vtep, True)
+            except Exception:  # noqa: BLE001 - the first error is the one to report; verify shows the rest
+                pass
         raise
     return {"changed": bool(actions), "actions": actions, "network": network, "endpoints": results,
             "diff": {"before": {"endpoints": sorted(n for n in existing if n in {i.name for i in items})},

@@ -166,8 +166,9 @@ def sync(vteps, ports, apply):
 
 
 def sync_store(store, layout, own_vtep, apply):
-    """sync() from a fresh read of Consul (for module runs)."""
-    tree = store.get_tree(layout.root)
+    """sync() from a fresh read of Consul (for module runs). A value that is not JSON is left out:
+    it can only keep a VTEP out of the set (fail closed), and one junk key must not stop every run."""
+    tree = store.get_tree(layout.root, on_bad=lambda key, raw: None)
     return sync_tree(tree, layout, own_vtep, apply)
 
 

@@ -44,7 +44,8 @@ def _split(layout, key):
 
 def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True):
     """One pass. Returns findings: [{"kind", "key" or "device", "reason", "action"}]."""
-    tree = store.get_tree(layout.root)
+    unreadable = []
+    tree = store.get_tree(layout.root, on_bad=lambda key, raw: unreadable.append(key))
     networks, records, claims = {}, {}, []
     for key, (value, index) in tree.items():
         kind, owner, rest = _split(layout, key)
@@ -60,6 +61,8 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
         findings.append({"kind": kind, "key" if key else "device": what, "reason": reason,
                          "action": action if apply else "would " + action})
 
+    for key in unreadable:  # not ours to judge: reported, never deleted, and the rest still collected
+        found("value", key, "its value is not the JSON this collection writes", "leave it alone", key=True)
     local_shorts = set()
     for (net_id, name), (key, value, index) in sorted(records.items()):
         if not isinstance(value, dict):
@@ -114,12 +117,29 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
     if apply:
         ops = [_consul.op_cas(k, dict(v, orphaned_at=_keys.now()), i) for k, i, v in marks]
         ops += [_consul.op_delete_cas(k, i) for k, i, _v in deletes]
+        committed = True
         for start in range(0, len(ops), _consul.TXN_MAX_OPS):
             try:
                 store.commit(ops[start:start + _consul.TXN_MAX_OPS])
             except _consul.TxnConflict:
-                pass  # something changed meanwhile: the next pass looks again
+                committed = False  # something changed meanwhile: the next pass looks again
+        if committed:
+            _forget_released(nl, layout, underlay, networks, records, deletes)
     return findings
+
+
+def _forget_released(nl, layout, underlay, networks, records, deletes):
+    """The anti-spoofing tables of the networks whose local records this pass released still hold
+    their MACs and addresses: reconcile them with the records that remain."""
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _antispoof
+    gone = {key for key, _i, _v in deletes}
+    touched = {_split(layout, key)[1] for key, _i, value in deletes
+               if isinstance(value, dict) and value.get("vtep") == underlay.vtep and value.get("ip")}
+    for net_id in sorted(touched):
+        if net_id in networks:
+            remaining = [value for (nid, _name), (key, value, _i) in records.items()
+                         if nid == net_id and key not in gone and isinstance(value, dict)]
+            _antispoof.reconcile(nl, networks[net_id][0], remaining, underlay.vtep, True)
 
 
 def _alive(nl, network, record):

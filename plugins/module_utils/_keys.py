@@ -83,6 +83,17 @@ def mac_for(ip):
     return "02:42:" + ":".join("%02x" % b for b in ipaddress.IPv4Address(str(ip)).packed)
 
 
+def ip_for(mac):
+    """The IPv4 address whose Docker MAC ``mac`` is, or None for a MAC outside the 02:42 scheme."""
+    parts = str(mac).lower().split(":")
+    if len(parts) != 6 or parts[:2] != ["02", "42"]:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(bytes(int(x, 16) for x in parts[2:])))
+    except ValueError:
+        return None
+
+
 def network_record(name, net, gateway, vni, mtu, port, internal, host, anti_spoofing=True):
     return {
         "schema": SCHEMA, "id": new_id(), "name": name, "subnet": str(net), "gateway": str(gateway),

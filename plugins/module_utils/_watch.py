@@ -99,7 +99,8 @@ def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEF
     if gc:
         try:
             actions += ["gc: %s %s: %s (%s)" % (f["kind"], f.get("key") or f.get("device"), f["reason"], f["action"])
-                        for f in _gc.collect(nl, store, layout, underlay, layout.prefix, grace=gc_grace)]
+                        for f in _gc.collect(nl, store, layout, underlay, layout.prefix, grace=gc_grace)
+                        if f["kind"] != "value"]  # unreadable values: logged once by the sync above
         except Exception as e:
             once("gc", "garbage collection failed: %s" % _describe(e))
     return actions

@@ -80,8 +80,9 @@ VALUE_CASES = [
     ("Endpoint cases", "gateway-subnet-overlaps-network", dict(E, name="E1", gateway_subnet="192.168.0.0/16"),
      "gateway_subnet: 192.168.0.0/16 contains the subnet 192.168.0.0/24 of network demonet"),
     ("Endpoint cases", "gateway-pool-exhausted", {"network": "demonet", "gateway_subnet": "172.30.0.0/30",
+                                                  "gateway_bridge": "gwtiny",
                                                   "endpoints": [{"name": "E1", "namespace": "e1"},
-                                                                {"name": "E2", "namespace": "e1"}]},
+                                                                {"name": "E2", "namespace": "e2"}]},
      "gateway_subnet: subnet 172.30.0.0/30 has 1 free addresses; 2 are needed"),
     ("VTEP cases", "host-newline", {"host": "docker0\n"}, _bad_host("docker0\n")),
 ]
@@ -92,6 +93,7 @@ def lab(module_lab_factory):
     lab = module_lab_factory()
     lab.hosts["docker0"].add_netns("c0")
     lab.hosts["docker0"].add_netns("e1")
+    lab.hosts["docker0"].add_netns("e2")
     endpoints = {"docker0": [{"network": "demonet", "endpoints": [{"name": "C0", "namespace": "c0",
                                                                    "ip": "192.168.0.100"}]}]}
     lab.ansible_playbook(SEED, extra_vars=seed_vars([DEMONET, VICTIM], endpoints)).assert_ok()

@@ -85,7 +85,7 @@ ENDPOINT_CASES = [
                                                         {"name": "E1", "namespace": "e1"}]},
      "endpoints[1].name: endpoint E1 is listed twice"),
     ("ip-twice", {"network": "demonet", "endpoints": [{"name": "E1", "namespace": "e1", "ip": "192.168.0.50"},
-                                                      {"name": "E2", "namespace": "e1", "ip": "192.168.0.50"}]},
+                                                      {"name": "E2", "namespace": "e2", "ip": "192.168.0.50"}]},
      "endpoints[1].ip: 192.168.0.50 is requested for both E1 and E2"),
     ("bad-item-among-good", {"network": "demonet", "endpoints": [{"name": "E1", "namespace": "e1"},
                                                                  {"name": "E2", "namespace": "gone"}]},
@@ -107,6 +107,7 @@ def lab(module_lab_factory):
     lab = module_lab_factory()
     lab.hosts["docker0"].add_netns("c0")
     lab.hosts["docker0"].add_netns("e1")
+    lab.hosts["docker0"].add_netns("e2")
     lab.hosts["docker0"].run(["ip", "netns", "exec", "e1", "ip", "link", "add", "blocker", "type", "bridge"])
     lab.hosts["docker1"].add_netns("c1")
     endpoints = {"docker0": [{"network": "demonet", "endpoints": [{"name": "C0", "namespace": "c0",
@@ -203,7 +204,7 @@ def test_consul_freezing_mid_playbook_leaves_nothing_half_built(lab):
         result = lab.ansible_playbook(str(PLAYBOOKS / "consul_freezes.yml"), extra_vars={"consul_pid": consul_pid})
     finally:
         os.kill(consul_pid, signal.SIGCONT)
-    assert result.results("docker0", "Network")["status"] == "ok"
+    assert result.results("docker0", "Network")["status"] == "ok", result.results("docker0", "Network")
     res = result.results("docker0", "Endpoint")
     assert res["failed"]
     assert "consul_host: Consul at http://10.0.0.5:8500" in res["msg"] and "no answer within 2" in res["msg"]

@@ -45,15 +45,16 @@ def main():
         for name, playbook, extra in steps:
             t0 = time.monotonic()
             result = lab.ansible_playbook(str(REPO / "playbooks" / playbook), args=common + extra)
-            print("lab: %s: rc=%d, %d changed, %.1f s" % (name, result.rc, result.changed_count(),
-                                                         time.monotonic() - t0), file=log, flush=True)
+            took = time.monotonic() - t0
+            print("lab: %s: rc=%d, %d changed, %.1f s" % (name, result.rc, result.changed_count(), took),
+                  file=log, flush=True)
             if result.rc != 0:
                 print(result.stdout[-4000:])
                 print(result.stderr[-3000:], file=sys.stderr)
                 return 1
         cmd = [sys.executable, str(REPO / "scripts" / "lab_report.py"), str(report),
                "--collections-path", args.collections_path] + (["--json"] if args.json else [])
-        if subprocess.run(cmd).returncode != 0:
+        if subprocess.run(cmd, check=False).returncode != 0:
             return 1
         rc = 0
     finally:

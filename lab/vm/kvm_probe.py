@@ -48,7 +48,7 @@ def probe():
         fcntl.ioctl(vcpu, KVM_SET_REGS, struct.pack("18Q", *regs))
         seen = []
         t0 = time.monotonic()
-        for _ in range(4):
+        for _exit in range(4):
             fcntl.ioctl(vcpu, KVM_RUN, 0)
             reason = struct.unpack_from("I", run, 8)[0]
             seen.append(reason)

@@ -72,10 +72,10 @@ def run(params, run_command):
             for action in _overlay_ns.reconcile(nl, _records.all_networks(store, layout), settings["prefix"], False):
                 differences.append({"network": None, "kind": "namespace", "difference": action})
             for finding in _gc.collect(nl, store, layout, underlay, settings["prefix"], apply=False):
+                where = finding.get("key") or finding.get("device")
                 differences.append({"network": None, "kind": "garbage",
-                                    "difference": "%s %s: %s (%s)" % (finding["kind"], finding.get("key") or
-                                                                       finding.get("device"), finding["reason"],
-                                                                       finding["action"])})
+                                    "difference": "%s %s: %s (%s)" % (finding["kind"], where, finding["reason"],
+                                                                      finding["action"])})
         out["differences"] = differences
         out["in_sync"] = not differences
     if params.get("topology") in ("data", "dot"):

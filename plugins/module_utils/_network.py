@@ -54,8 +54,8 @@ def new_record(req, underlay):
     mtu = req.mtu if req.mtu is not None else underlay.max_overlay_mtu
     gateway = req.gateway or next(req.subnet.hosts())
     return _keys.network_record(req.name, req.subnet, gateway, req.vni, mtu, req.port or DEFAULT_PORT,
-                                 bool(req.internal), underlay.host,
-                                 anti_spoofing=req.anti_spoofing is not False)
+                                bool(req.internal), underlay.host,
+                                anti_spoofing=req.anti_spoofing is not False)
 
 
 def check_overlaps(networks, req):

@@ -18,7 +18,7 @@ description:
   - a static FDB entry (MAC -> remote VTEP) and a permanent neighbour entry (IP -> MAC) on C(vxlan0) for every
     endpoint that Consul lists on another host; stale entries are removed. Run it again (or run
     M(overlay.vxlan.overlay_endpoint)) to pick up endpoints added elsewhere.
-  - Unless O(anti_spoofing=false), endpoints cannot impersonate each other (see docs/anti-spoofing.md): each
+  - Unless O(anti_spoofing=false), endpoints cannot impersonate each other (see docs/anti-spoofing.md), each
     endpoint's C(br0) port may send only its own MAC and IP (and ARP for its own IP), C(br0) does not learn (its FDB
     and ARP answers come from Consul).
   - A conflicting redefinition (another subnet, gateway, VNI, port, MTU, internal or anti_spoofing setting for an

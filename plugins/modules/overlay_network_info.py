@@ -113,7 +113,7 @@ topology:
   description:
     - With O(topology=data) or O(topology=dot), this host's kernel state, read through netlink.
     - C(underlay) is the VTEP address and interface; C(networks) each overlay namespace with C(bridge) (br0),
-      C(vxlan) (vxlan0: vni, port, local, proxy, l2miss, l3miss), C(ports) (br0's ports), C(fdb) and
+      C(vxlan) (vxlan0 with vni, port, local, proxy, l2miss, l3miss), C(ports) (br0's ports), C(fdb) and
       C(neighbours) (vxlan0's static entries) and C(tunnels) (per remote VTEP, the MACs the FDB sends there).
     - C(endpoints) are this host's endpoints, each with its C(interfaces) (eth0, eth1) and, as C(peer), the other
       end of each veth pair (found by the peer ifindex), and its C(routes).

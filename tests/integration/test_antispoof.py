@@ -209,7 +209,7 @@ def test_without_anti_spoofing_the_mac_is_stolen(lab):
 
 def _garp(lab, net):
     """A learns B's MAC; M then claims B's address with gratuitous ARP. Returns A's entry for B."""
-    a_host, a_ns, _a_ip, _ = where(net, "a")
+    a_host, a_ns, _a_ip, _a_mac = where(net, "a")
     _h, _ns, b_ip, b_mac = where(net, "b")
     m_host, m_ns, _m_ip, m_mac = where(net, "m")
     assert ping_eventually(lab.hosts[a_host], a_ns, b_ip)
@@ -235,9 +235,11 @@ def test_arp_is_answered_from_the_store(lab):
     _h, b_ns, b_ip, b_mac = where("guard", "b")
     mute = "table arp mute {\n chain out {\n  type filter hook output priority 0; policy accept;\n  arp operation reply drop\n }\n}\n"
     for net, a_ns, ns, ip in (("guard", "ga", b_ns, b_ip), ("open", "oa", "ob", where("open", "b")[2])):
-        # Muted first, then forgotten: no reply of B's can arrive between the two.
+        # Muted first, then forgotten on both sides: no reply of B's can arrive after the flush, and B holds no
+        # stale entry for A whose delayed unicast probe (a request, which still goes) would teach A B's MAC.
         assert d0.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=mute).returncode == 0
         try:
+            ns_exec(d0, ns, ["ip", "neigh", "flush", "dev", "eth0"], check=True)
             ns_exec(d0, a_ns, ["ip", "neigh", "flush", "dev", "eth0"], check=True)
             resolved = ping_eventually(d0, a_ns, ip, tries=3)
             entry = ns_exec(d0, a_ns, ["ip", "neigh", "show", ip]).stdout
@@ -310,8 +312,8 @@ def test_attach_cost_of_anti_spoofing(lab_factory):
     lab = lab_factory()
     d0 = lab.hosts["docker0"]
     figures = {}
-    for net in (dict(name="t-on", subnet="10.80.0.0/24"), dict(name="t-off", subnet="10.81.0.0/24",
-                                                              anti_spoofing=False)):
+    nets = (dict(name="t-on", subnet="10.80.0.0/24"), dict(name="t-off", subnet="10.81.0.0/24", anti_spoofing=False))
+    for net in nets:
         lab.ansible_playbook(SEED, extra_vars=seed_vars([net], {}), limit="docker0").assert_ok()
         for i in range(20):
             d0.add_netns("%s-%d" % (net["name"], i))

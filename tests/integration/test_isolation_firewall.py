@@ -248,7 +248,7 @@ def test_run_fails_when_the_rules_cannot_be_installed_and_builds_nothing(lab):
     try:
         holder.stdin.write("add table inet overlay_vxlan { flags owner; }\n")
         holder.stdin.flush()
-        for _ in range(50):
+        for _try in range(50):
             if "overlay_vxlan" in d1.run(["nft", "list", "tables"]).stdout:
                 break
             d1.run(["sleep", "0.1"])

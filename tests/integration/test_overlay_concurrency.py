@@ -52,8 +52,9 @@ def _create_networks(args):
     store = _consul.Consul(_settings(port))
     vnis = []
     for i in range(NETWORKS_PER_WRITER):
-        record = _keys.network_record("w%d-n%d" % (n, i), ipaddress.ip_network("10.%d.%d.0/24" % (100 + n, i)),
-                                       "10.%d.%d.1" % (100 + n, i), None, 1450, 4789, False, "writer%d" % n)
+        subnet = ipaddress.ip_network("10.%d.%d.0/24" % (100 + n, i))
+        record = _keys.network_record("w%d-n%d" % (n, i), subnet, "10.%d.%d.1" % (100 + n, i), None, 1450, 4789,
+                                      False, "writer%d" % n)
         vnis.append(_records.create_network(store, _keys.Layout("overlay"), record)[0]["vni"])
     return vnis
 

@@ -220,8 +220,8 @@ def test_input_that_would_destroy_is_refused_and_changes_nothing(lab):
     for ns in ("x0", "x1", "x2"):
         d0.add_netns(ns)
     nets = [{"name": "safe", "subnet": "10.69.0.0/24"}]
-    steps(lab, net={"docker0": nets}, ep={"docker0": [{"network": "safe", "name": "X0", "namespace": "x0",
-                                                        "ip": "10.69.0.10"}]}, limit="docker0")
+    x0 = {"network": "safe", "name": "X0", "namespace": "x0", "ip": "10.69.0.10"}
+    steps(lab, net={"docker0": nets}, ep={"docker0": [x0]}, limit="docker0")
     # A container's own eth0 that overlay.vxlan did not make.
     d0.run(["ip", "-n", "x2", "link", "add", "eth0", "type", "veth", "peer", "name", "mine"])
     cases = [

@@ -20,8 +20,8 @@ def lab(module_lab_factory, collection_path):
 
 @pytest.fixture
 def mods(lab):
-    from ansible_collections.overlay.vxlan.plugins.module_utils import (_consul, _endpoint, _keys, _network,
-                                                                         _records)
+    from ansible_collections.overlay.vxlan.plugins.module_utils import (
+        _consul, _endpoint, _keys, _network, _records)
     lab.consul_client().kv.delete("overlay/", recurse=True)
     return _consul, _endpoint, _keys, _network, _records
 
@@ -101,7 +101,7 @@ def test_an_attach_after_the_network_is_gone_leaves_nothing(lab, mods):
     layout = mods[2].Layout("overlay")
     network, index = _network(mods, store)
     assert _network_mod._remove_record(store, layout, network, index, "other") == []
-    assert [k for k in kv(lab)] == []
+    assert list(kv(lab)) == []
     with pytest.raises(Exception) as info:
         _claim(mods, store, network, index, ["A"])
     assert "network n1 was removed while endpoints were being attached" in str(info.value)

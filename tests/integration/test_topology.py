@@ -48,8 +48,9 @@ def ipj(host, ns, *cmd):
     return json.loads(host.run(prefix + list(cmd)).stdout or "[]")
 
 
-@pytest.mark.parametrize("name,local,remote,ep", [("docker0", "10.0.0.10", "10.0.0.11", "C0"),
-                                                 ("docker1", "10.0.0.11", "10.0.0.10", "C1")])
+@pytest.mark.parametrize("name,local,remote,ep", [
+    ("docker0", "10.0.0.10", "10.0.0.11", "C0"),
+    ("docker1", "10.0.0.11", "10.0.0.10", "C1")])
 def test_topology_matches_the_kernel(lab, name, local, remote, ep):
     res = lab.topo_run.results(name, "Topology")
     assert res["changed"] is False
@@ -77,8 +78,8 @@ def test_topology_matches_the_kernel(lab, name, local, remote, ep):
     # vxlan0's static FDB and neighbour entries, and the tunnel they make to the other VTEP.
     fdb = {(e["mac"], e["dst"]) for e in ipj(host, ns, "bridge", "-j", "fdb", "show", "dev", "vxlan0") if e.get("dst")}
     assert {(e["mac"], e["dst"]) for e in tnet["fdb"]} == fdb
-    neigh = {(e["dst"], e["lladdr"]) for e in ipj(host, ns, "ip", "-j", "neigh", "show", "dev", "vxlan0", "nud",
-                                                 "permanent")}
+    entries = ipj(host, ns, "ip", "-j", "neigh", "show", "dev", "vxlan0", "nud", "permanent")
+    neigh = {(e["dst"], e["lladdr"]) for e in entries}
     assert {(e["ip"], e["mac"]) for e in tnet["neighbours"]} == neigh
     other = [e for k, e in records.items() if k.startswith("overlay/v1/endpoints/") and e["host"] != name]
     assert tnet["tunnels"] == [{"local": local, "remote": remote, "remote_host": other[0]["host"],

@@ -445,16 +445,31 @@ class Bench:
                 server.wait(timeout=5)
 
     def bench_iperf(self, server_ip, client_ip) -> dict:
-        log(f"3. iperf3 {IPERF_REPEATS}x{IPERF_SECONDS}s overlay (P1@{B} -> E0@{A}) and underlay ({B} -> {A})")
-        overlay, underlay = [], []
-        for i in range(IPERF_REPEATS):   # interleaved, so drifting machine load hits both alike
+        # The same path on a network with anti_spoofing: false (Docker's data plane: a learning br0,
+        # no per-port filter, no neighbour suppression), interleaved, so the filter's cost shows.
+        open_net = {"name": "benchopen", "subnet": "10.52.0.0/24", "anti_spoofing": False}
+        self.lab.hosts[A].add_netns("oa")
+        self.lab.hosts[B].add_netns("ob")
+        self.playbook(SEED, {"networks": [open_net], "endpoints": {
+            A: [{"network": "benchopen", "endpoints": [{"name": "OA", "namespace": "oa", "ip": "10.52.0.10"}]}],
+            B: [{"network": "benchopen", "endpoints": [{"name": "OB", "namespace": "ob", "ip": "10.52.0.20"}]}]}})
+        self.playbook(SEED, {"networks": [open_net], "endpoints": {}})  # peers: each host learns the other's
+        log(f"3. iperf3 {IPERF_REPEATS}x{IPERF_SECONDS}s overlay (P1@{B} -> E0@{A}), the same without "
+            f"anti-spoofing (OB -> OA) and underlay ({B} -> {A})")
+        overlay, unfiltered, underlay = [], [], []
+        for i in range(IPERF_REPEATS):   # interleaved, so drifting machine load hits all alike
             overlay.append(self.iperf_once("e0", server_ip, "p1", 5201))
+            unfiltered.append(self.iperf_once("oa", "10.52.0.10", "ob", 5203))
             underlay.append(self.iperf_once(None, HOSTS[A], None, 5202))
-            log(f"   run {i + 1}: overlay {overlay[-1] / 1e9:.2f} Gbit/s, underlay {underlay[-1] / 1e9:.2f} Gbit/s")
-        mo, mu = median(overlay), median(underlay)
-        return {"overlay_bps": overlay, "underlay_bps": underlay, "overlay_median_bps": mo,
-                "underlay_median_bps": mu, "ratio": mo / mu if mu else None,
+            log(f"   run {i + 1}: overlay {overlay[-1] / 1e9:.2f} Gbit/s, without anti-spoofing "
+                f"{unfiltered[-1] / 1e9:.2f} Gbit/s, underlay {underlay[-1] / 1e9:.2f} Gbit/s")
+        mo, mf, mu = median(overlay), median(unfiltered), median(underlay)
+        return {"overlay_bps": overlay, "unfiltered_bps": unfiltered, "underlay_bps": underlay,
+                "overlay_median_bps": mo, "unfiltered_median_bps": mf, "underlay_median_bps": mu,
+                "ratio": mo / mu if mu else None, "unfiltered_ratio": mf / mu if mu else None,
+                "anti_spoofing_cost": 1 - mo / mf if mf else None,
                 "overlay": f"{client_ip} (P1, {B}) -> {server_ip} (E0, {A})",
+                "unfiltered": f"10.52.0.20 (OB, {B}) -> 10.52.0.10 (OA, {A}), network anti_spoofing: false",
                 "underlay": f"{HOSTS[B]} -> {HOSTS[A]}"}
 
 
@@ -622,6 +637,11 @@ def report(r: dict) -> str:
                  + f" Gbit/s -> median {t['overlay_median_bps'] / 1e9:.2f} Gbit/s")
         L.append(f"   underlay {t['underlay']}: " + ", ".join(f"{x / 1e9:.2f}" for x in t["underlay_bps"])
                  + f" Gbit/s -> median {t['underlay_median_bps'] / 1e9:.2f} Gbit/s")
+        if t.get("unfiltered_bps"):
+            L.append(f"   no anti-spoofing {t['unfiltered']}: " + ", ".join(
+                f"{x / 1e9:.2f}" for x in t["unfiltered_bps"]) + f" Gbit/s -> median "
+                f"{t['unfiltered_median_bps'] / 1e9:.2f} Gbit/s (ratio {t['unfiltered_ratio']:.2f})")
+            L.append(f"   anti-spoofing costs {t['anti_spoofing_cost'] * 100:.1f} % of the overlay's throughput")
         L.append(f"   overlay/underlay ratio {t['ratio']:.2f}   | Docker: {DOCKER['overlay_underlay_ratio']:.2f}")
         L.append("-" * 96)
     mi = r.get("micro")

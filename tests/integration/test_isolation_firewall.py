@@ -11,6 +11,7 @@ import subprocess
 
 import pytest
 
+from lab.core import INTERNET_IP
 from overlay_helpers import DEMONET, PLAYBOOKS, kv, ns_exec, overlay_ns, ping_eventually, seed_vars
 
 SEED = str(PLAYBOOKS / "overlay_seed.yml")
@@ -266,3 +267,48 @@ def test_run_fails_when_the_rules_cannot_be_installed_and_builds_nothing(lab):
         holder.wait(timeout=30)
         if not nft_table(d1, "overlay_vxlan"):
             d1.run(["nft", "-f", "-"], input=saved)
+
+
+CONNECT = r"""
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2).close()
+    print("open")
+except OSError as e:
+    print("closed: %s" % e)
+"""
+
+
+def reaches(host, ns, ip, port=22):
+    """A TCP connection from namespace ``ns`` to ip:port opens (the simulated hosts' sshd listens on 22)."""
+    return ns_exec(host, ns, ["python3", "-c", CONNECT, ip, str(port)]).stdout.startswith("open")
+
+
+def test_gateway_block_host_keeps_endpoints_off_the_hosts_own_addresses(lab):
+    d0 = lab.hosts["docker0"]
+    _net, c0 = record(lab, "demonet", "C0")
+    steps = str(PLAYBOOKS / "steps.yml")
+
+    def attach(block):
+        ep = {"network": "demonet", "name": "C0", "namespace": "c0", "ip": "192.168.0.100",
+              "gateway_block_host": block}
+        result = lab.ansible_playbook(steps, extra_vars={"ep_args": {"docker0": [ep]}}, limit="docker0")
+        res = result.results("docker0", "Endpoint")["results"][0]
+        assert not res.get("failed"), res
+        return res["changed"]
+
+    # Docker's behaviour by default: the host's sshd answers an endpoint, on the underlay address and the bridge's.
+    assert reaches(d0, "c0", "10.0.0.10")
+    assert ping_eventually(d0, "c0", "172.18.0.1", tries=2)
+    try:
+        assert attach(True) is True
+        assert not reaches(d0, "c0", "10.0.0.10")
+        assert not ping_eventually(d0, "c0", "172.18.0.1", tries=2)
+        # Traffic through NAT still leaves, and connections the host opens towards the endpoint still work.
+        assert ping_eventually(d0, "c0", INTERNET_IP, tries=3)
+        assert d0.run(["ping", "-c", "1", "-W", "2", c0["gateway_ip"]], check=False).returncode == 0
+        assert reaches(lab.hosts["docker1"], "c1", "10.0.0.10")  # another host's endpoint: not this bridge
+        assert attach(True) is False  # idempotent
+    finally:
+        assert attach(False) is True
+    assert reaches(d0, "c0", "10.0.0.10")

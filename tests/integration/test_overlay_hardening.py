@@ -3,6 +3,7 @@ batches that fail part-way, stale namespaces, orphans, and input that would dest
 Each test asserts the refusal or the recovery AND that nothing else changed."""
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import pytest
@@ -293,3 +294,35 @@ def test_attach_racing_detach_of_the_same_endpoint_never_orphans_interfaces(lab)
         assert has_record == ("eth0@" in links), (has_record, links)
         assert has_record == ("eth1@" in links), (has_record, links)
     d0.del_netns("rd")
+
+
+HOLD_UDP = ("import socket, sys, time\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', int(sys.argv[1])))\n"
+            "print('ready', flush=True); time.sleep(120)\n")
+
+
+def test_a_vxlan_port_in_use_is_refused_naming_port_and_leaves_nothing(lab):
+    d0 = lab.hosts["docker0"]
+    holder = subprocess.Popen(d0.nsenter_cmd() + ["python3", "-c", HOLD_UDP, "4800"], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        before_kv, before_kernel = kv(lab), kernel_snapshot(d0)
+        result = steps(lab, net={"docker0": [{"name": "porty", "subnet": "10.72.0.0/24", "port": 4800}]},
+                       limit="docker0")
+        res = only(result, "docker0", "Network")
+        assert res["status"] == "failed", res
+        assert res["msg"].startswith("port: UDP port 4800 is already in use on this host"), res["msg"]
+        assert "Traceback" not in res.get("module_stderr", "")
+        # Nothing claimed survives (the host's own registration may be refreshed), nothing built stays.
+        after = kv(lab)
+        assert {k: v for k, v in after.items() if "/hosts/" not in k} == \
+            {k: v for k, v in before_kv.items() if "/hosts/" not in k}
+        assert kernel_snapshot(d0) == before_kernel
+    finally:
+        holder.kill()
+        holder.wait()
+    # With the port free the same task builds the network.
+    result = steps(lab, net={"docker0": [{"name": "porty", "subnet": "10.72.0.0/24", "port": 4800}]},
+                   limit="docker0")
+    assert only(result, "docker0", "Network")["status"] == "changed"

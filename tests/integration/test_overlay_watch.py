@@ -48,3 +48,64 @@ def test_watcher_adds_and_removes_remote_endpoints(lab_factory, collection_path)
     assert wait_until(lambda: not fdb_has("02:42:c0:a8:00:64")), "the watcher did not remove C0's FDB entry"
     assert "192.168.0.100 " not in ns_exec(d1, ns, ["ip", "neigh", "show", "dev", "vxlan0"]).stdout
     assert watcher.popen.poll() is None, "the watcher died"
+
+
+def _static_macs(host, ns):
+    out = ns_exec(host, ns, ["bridge", "fdb", "show", "dev", "vxlan0"]).stdout
+    return {line.split()[0] for line in out.splitlines() if " dst " in line}
+
+
+def _permanent_neighbours(host, ns):
+    out = ns_exec(host, ns, ["ip", "neigh", "show", "dev", "vxlan0", "nud", "permanent"]).stdout
+    return {line.split()[0] for line in out.splitlines()}
+
+
+def test_a_sync_from_an_older_read_never_removes_newer_peers(lab_factory, collection_path):
+    # Issue 12 section 5: docker0's 25-endpoint attach runs while docker1 attaches 5; a module sync
+    # based on a read taken before docker1's records landed removed them and the service never put
+    # them back. With the peers service on both hosts, both tables match Consul soon after both runs.
+    import threading
+    lab = lab_factory()
+    d0, d1 = lab.hosts["docker0"], lab.hosts["docker1"]
+    for i in range(25):
+        d0.add_netns("a%d" % i)
+    for i in range(10):
+        d1.add_netns("b%d" % i)
+    net = {"name": "busy", "subnet": "10.73.0.0/24"}
+    lab.ansible_playbook(SEED, extra_vars=seed_vars([net], {})).assert_ok()
+    for host in (d0, d1):
+        lab._spawn("peers", host.name, host.nsenter_cmd() + [
+            "env", "PYTHONPATH=" + collection_path, str(lab.venv / "bin" / "python"), "-m",
+            "ansible_collections.overlay.vxlan.plugins.module_utils._watch",
+            "--host", host.name, "--vtep", "eth0", "--consul-host", "10.0.0.5"])
+    ns = "ovl-" + kv(lab)["overlay/v1/networks/busy"]["id"][:12]
+
+    def in_consul(host):
+        return {(v["mac"], v["ip"]) for k, v in kv(lab).items()
+                if k.startswith("overlay/v1/endpoints/") and v["host"] == host}
+
+    def tables_match():
+        return all({m for m, _ip in in_consul(other)} == _static_macs(host, ns)
+                   and {ip for _m, ip in in_consul(other)} == _permanent_neighbours(host, ns)
+                   for host, other in ((d0, "docker1"), (d1, "docker0")))
+
+    rounds = [  # (docker0's endpoints task, docker1's)
+        ({"network": "busy", "endpoints": [{"name": "A%d" % i, "namespace": "a%d" % i} for i in range(25)]},
+         {"network": "busy", "endpoints": [{"name": "B%d" % i, "namespace": "b%d" % i} for i in range(5)]}),
+        ({"network": "busy", "state": "absent", "endpoints": [{"name": "A%d" % i} for i in range(25)]},
+         {"network": "busy", "endpoints": [{"name": "B%d" % i, "namespace": "b%d" % i} for i in range(5, 10)]}),
+    ]
+    for n, (task0, task1) in enumerate(rounds):
+        runs = {}
+        threads = [threading.Thread(target=lambda h=h, t=t: runs.__setitem__(h, lab.ansible_playbook(
+            SEED, extra_vars=seed_vars([net], {h: [t]}), limit=h))) for h, t in (("docker0", task0), ("docker1", task1))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for r in runs.values():
+            r.assert_ok()
+        # Well inside the service's periodic full resync (30 s): only a correct sync order passes.
+        assert wait_until(tables_match, timeout=5), "round %d: docker0 %s / docker1 %s" % (
+            n, sorted(_static_macs(d0, ns)), sorted(_static_macs(d1, ns)))
+    assert len(_static_macs(d0, ns)) == 10 and _static_macs(d1, ns) == set()

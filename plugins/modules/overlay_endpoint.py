@@ -24,10 +24,20 @@ author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - overlay.vxlan.consul
+  - overlay.vxlan.host
+  - overlay.vxlan.gateway
 requirements:
   - pyroute2 >= 0.9 and py-consul on the target host; root; iptables for the gateway bridge's NAT
 attributes:
+  action_group:
+    support: full
+    membership:
+      - overlay.vxlan.consul
+    details:
+      - "Set the Consul connection options (and O(host), O(vtep)) once for a play:
+        C(module_defaults: {group/overlay.vxlan.consul: {consul_host: ..., consul_token: ...}})."
   check_mode:
     support: full
   diff_mode:
@@ -88,14 +98,6 @@ options:
     description: Name of the gateway-bridge interface inside the target namespace (not created on internal networks).
     type: str
     default: eth1
-  gateway_bridge:
-    description: Name of the host's gateway bridge.
-    type: str
-    default: docker_gwbridge
-  gateway_subnet:
-    description: Subnet of the gateway bridge; the bridge holds its first address.
-    type: str
-    default: 172.18.0.0/16
   gateway_block_host:
     description:
       - Drop every new connection from the gateway bridge to this host's own addresses (sshd, a local Consul agent,
@@ -118,12 +120,6 @@ options:
       - It never takes over an endpoint whose current namespace still exists.
     type: bool
     default: false
-  host:
-    description: This host's name in the store. Defaults to the target's hostname.
-    type: str
-  vtep:
-    description: This host's VTEP, as an interface name or IPv4 address; see M(overlay.vxlan.overlay_network).
-    type: str
   state:
     description: V(present) attaches, V(absent) removes the interfaces, the record and the address reservations.
     type: str

@@ -27,10 +27,19 @@ author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - overlay.vxlan.consul
+  - overlay.vxlan.host
 requirements:
   - pyroute2 >= 0.9 and py-consul on the target host; root
 attributes:
+  action_group:
+    support: full
+    membership:
+      - overlay.vxlan.consul
+    details:
+      - "Set the Consul connection options (and O(host), O(vtep)) once for a play:
+        C(module_defaults: {group/overlay.vxlan.consul: {consul_host: ..., consul_token: ...}})."
   check_mode:
     support: full
   diff_mode:
@@ -72,14 +81,6 @@ options:
         cluster-wide; omitted, an existing network keeps its setting (records from before this option count as
         V(true)) and a new one gets V(true). Changing it for an existing network is an error.
     type: bool
-  host:
-    description: This host's name in the store. Defaults to the target's hostname.
-    type: str
-  vtep:
-    description:
-      - This host's VTEP, as an underlay interface name or IPv4 address (Docker's C(--cluster-advertise)).
-      - Defaults to the address the kernel would use to reach O(consul_host), or the default route's interface.
-    type: str
   force:
     description: With O(state=absent), also remove this host's endpoints of the network instead of failing.
     type: bool

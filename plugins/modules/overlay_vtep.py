@@ -16,23 +16,25 @@ author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - overlay.vxlan.consul
+  - overlay.vxlan.host
 requirements:
   - pyroute2 >= 0.9 and py-consul on the target host
 attributes:
+  action_group:
+    support: full
+    membership:
+      - overlay.vxlan.consul
+    details:
+      - "Set the Consul connection options (and O(host), O(vtep)) once for a play:
+        C(module_defaults: {group/overlay.vxlan.consul: {consul_host: ..., consul_token: ...}})."
   check_mode:
     support: full
   diff_mode:
     support: full
   platform:
     platforms: linux
-options:
-  host:
-    description: This host's name in the store. Defaults to the target's hostname.
-    type: str
-  vtep:
-    description: Underlay interface name or IPv4 address. See M(overlay.vxlan.overlay_network) for the default.
-    type: str
 """
 
 EXAMPLES = r"""

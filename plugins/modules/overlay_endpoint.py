@@ -128,28 +128,71 @@ options:
 """
 
 EXAMPLES = r"""
-- name: C0 at a fixed address
+- name: C0 at a fixed address, in the ip netns namespace c0
   overlay.vxlan.overlay_endpoint:
     network: demonet
     name: C0
     namespace: c0
     ip: 192.168.0.100
+  register: c0
 
-- name: A Docker container by its PID
+- name: Show its addresses
+  ansible.builtin.debug:
+    msg: "{{ c0.endpoints[0].name }}: {{ c0.endpoints[0].ip }} ({{ c0.endpoints[0].mac }}), gateway side {{ c0.endpoints[0].gateway_ip }}"
+
+- name: Look up a Docker container
+  community.docker.docker_container_info:
+    name: web1
+  register: web1
+
+- name: Attach the container by its PID (the next free address of the subnet)
   overlay.vxlan.overlay_endpoint:
     network: demonet
     name: web1
-    namespace: "{{ docker_inspect.container.State.Pid }}"
+    namespace: "{{ web1.container.State.Pid }}"
 
-- name: Fifty endpoints in one task
+- name: Several endpoints in one task (much faster than a loop of tasks)
   overlay.vxlan.overlay_endpoint:
     network: demonet
-    endpoints: "{{ range(50) | map('regex_replace', '^(.*)$', 'c\\1') | map('community.general.dict_kv', 'name') | list }}"
+    endpoints:
+      - {name: app1, namespace: app1}
+      - {name: app2, namespace: app2, ip: 192.168.0.20}
+      - {name: db1, namespace: /proc/4242/ns/net, mac: "02:42:0a:00:00:01", ifname: eth2, gateway_ifname: eth3}
 
-- name: Detach
+- name: Fifty endpoints, c0 to c49, each in the ip netns namespace of the same name
+  overlay.vxlan.overlay_endpoint:
+    network: demonet
+    endpoints: "{{ dict(names | zip(names)) | dict2items(key_name='name', value_name='namespace') }}"
+  vars:
+    names: "{{ query('ansible.builtin.sequence', 'start=0 end=49 format=c%d') }}"
+
+- name: An endpoint kept away from this host's own services (sshd, the Consul agent), no default route
+  overlay.vxlan.overlay_endpoint:
+    network: demonet
+    name: untrusted1
+    namespace: untrusted1
+    gateway_block_host: true
+    default_route: false
+
+- name: Replace an eth0 that something else created in the namespace
+  overlay.vxlan.overlay_endpoint:
+    network: demonet
+    name: C2
+    namespace: c2
+    force: true
+
+- name: Detach C0 (interfaces, record and address reservations)
   overlay.vxlan.overlay_endpoint:
     network: demonet
     name: C0
+    state: absent
+
+- name: Detach several in one task
+  overlay.vxlan.overlay_endpoint:
+    network: demonet
+    endpoints:
+      - {name: app1}
+      - {name: app2}
     state: absent
 """
 

@@ -108,27 +108,75 @@ options:
 """
 
 EXAMPLES = r"""
-- name: The seed's network
+- name: The seed's network (VNI allocated from 256, MTU from the underlay, gateway 192.168.0.1)
   overlay.vxlan.overlay_network:
     name: demonet
     subnet: 192.168.0.0/24
     vtep: eth0
+  register: demonet
 
-- name: An internal network with a fixed VNI, talking to a TLS Consul
+- name: Show what every host will build
+  ansible.builtin.debug:
+    msg: "{{ demonet.network.name }}: VNI {{ demonet.network.vni }}, MTU {{ demonet.network.mtu }}, namespace {{ demonet.namespace }}"
+
+- name: Pick up endpoints attached on other hosts since the last run (the record exists, so the name is enough)
+  overlay.vxlan.overlay_network:
+    name: demonet
+
+- name: An internal network with a fixed VNI, port and MTU, talking to a TLS Consul
   overlay.vxlan.overlay_network:
     name: backend
     subnet: 10.20.0.0/24
+    gateway: 10.20.0.254
     vni: 4242
+    port: 4789
+    mtu: 1400
     internal: true
     consul_host: consul.example.com
+    consul_port: 8501
     consul_scheme: https
     consul_ca_cert: /etc/consul.d/ca.pem
     consul_token: "{{ vault_consul_token }}"
 
-- name: Leave the network on this host
+- name: Docker's behaviour - br0 learns, no anti-spoofing filter (cluster-wide, fixed at creation)
+  overlay.vxlan.overlay_network:
+    name: legacy
+    subnet: 10.30.0.0/24
+    anti_spoofing: false
+
+- name: The Consul connection and this host's VTEP set once for a block (group/overlay.vxlan.consul)
+  module_defaults:
+    group/overlay.vxlan.consul:
+      consul_host: 10.0.0.5
+      consul_token: "{{ vault_consul_token }}"
+      vtep: eth0
+  block:
+    - name: Network
+      overlay.vxlan.overlay_network:
+        name: demonet
+        subnet: 192.168.0.0/24
+
+    - name: Endpoint
+      overlay.vxlan.overlay_endpoint:
+        network: demonet
+        name: C0
+        namespace: c0
+
+- name: Keep orphaned endpoint records for ten minutes before garbage collection releases them
+  overlay.vxlan.overlay_network:
+    name: demonet
+    gc_grace: 600
+
+- name: Leave the network on this host (fails while this host still has endpoints on it)
   overlay.vxlan.overlay_network:
     name: demonet
     state: absent
+
+- name: Leave it and detach this host's endpoints of it too
+  overlay.vxlan.overlay_network:
+    name: demonet
+    state: absent
+    force: true
 """
 
 RETURN = r"""

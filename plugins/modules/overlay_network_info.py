@@ -64,10 +64,24 @@ EXAMPLES = r"""
   overlay.vxlan.overlay_network_info:
   register: overlay
 
+- name: Print them as docker network ls does
+  ansible.builtin.debug:
+    msg: "{{ overlay.networks | map(attribute='short_id') | zip(overlay.networks | map(attribute='name')) | map('join', '  ') }}"
+
+- name: docker network inspect demonet
+  overlay.vxlan.overlay_network_info:
+    name: demonet
+  register: demonet
+
+- name: Its endpoints on every host
+  ansible.builtin.debug:
+    msg: "{{ demonet.networks[0].endpoints | map(attribute='name') | list }}"
+
 - name: Does this host match Consul?
   overlay.vxlan.overlay_network_info:
     name: demonet
     verify: true
+  become: true
   register: check
   failed_when: not check.in_sync
 

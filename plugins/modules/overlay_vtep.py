@@ -38,10 +38,24 @@ attributes:
 """
 
 EXAMPLES = r"""
-- name: Advertise eth1 as this host's VTEP
+- name: Record this host with its VTEP found as overlay_network would (the route to Consul, else the default route)
+  overlay.vxlan.overlay_vtep:
+  register: vtep
+
+- name: Show the largest overlay MTU this underlay allows
+  ansible.builtin.debug:
+    msg: "{{ vtep.host.name }}: VTEP {{ vtep.host.vtep }} on {{ vtep.host.interface }}, overlay MTU up to {{ vtep.host.max_overlay_mtu }}"
+
+- name: Advertise eth1 as this host's VTEP, under the inventory name
   overlay.vxlan.overlay_vtep:
     vtep: eth1
     host: "{{ inventory_hostname }}"
+
+- name: Advertise an address, in a cluster that uses another key prefix
+  overlay.vxlan.overlay_vtep:
+    vtep: 10.0.0.10
+    consul_host: 10.0.0.5
+    consul_prefix: lab
 """
 
 RETURN = r"""

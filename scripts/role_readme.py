@@ -82,7 +82,7 @@ def render(readme_text, generated):
     if BEGIN not in readme_text or END not in readme_text:
         raise SystemExit("markers %r ... %r missing" % (BEGIN, END))
     head, rest = readme_text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    tail = rest.split(END, 1)[1]
     return head + BEGIN + "\n\n" + generated + "\n" + END + tail
 
 

@@ -56,7 +56,7 @@ options:
     type: str
     choices: [none, data, dot]
     default: none
-    version_added: 0.2.0
+    version_added: 0.1.0
 """
 
 EXAMPLES = r"""

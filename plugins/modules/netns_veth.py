@@ -96,10 +96,11 @@ options:
 """
 
 EXAMPLES = r"""
-- name: Wire container namespace c0 to the host bridge br-lab
+- name: Wire namespace c0 (created if missing) to the host bridge br-lab
   overlay.vxlan.netns_veth:
     name: eth0
     namespace: c0
+    create_namespaces: true
     mtu: 1450
     mac: "02:42:c0:a8:00:64"
     addresses: [192.168.0.100/24]
@@ -107,13 +108,33 @@ EXAMPLES = r"""
       name: veth-c0
       master: br-lab
 
-- name: Attach a Docker container by PID
+- name: Attach a Docker container by PID, with IPv4 and IPv6 addresses
   overlay.vxlan.netns_veth:
     name: eth2
     namespace: "{{ container_pid }}"
-    addresses: [10.10.0.2/24, fd00:10::2/64]
+    addresses: [10.10.0.2/24, "fd00:10::2/64"]
     peer:
       name: vc-web1
+
+- name: A point-to-point link between two namespaces, each end with its address
+  overlay.vxlan.netns_veth:
+    name: veth-a
+    namespace: ns-a
+    addresses: [10.99.0.1/30]
+    create_namespaces: true
+    peer:
+      name: veth-b
+      namespace: ns-b
+      addresses: [10.99.0.2/30]
+
+- name: Take the first end off its bridge and set both ends down
+  overlay.vxlan.netns_veth:
+    name: eth0
+    namespace: c0
+    master: ""
+    link_state: down
+    peer:
+      name: veth-c0
 
 - name: Remove the pair
   overlay.vxlan.netns_veth:

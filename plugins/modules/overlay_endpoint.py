@@ -24,10 +24,20 @@ author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - overlay.vxlan.consul
+  - overlay.vxlan.host
+  - overlay.vxlan.gateway
 requirements:
   - pyroute2 >= 0.9 and py-consul on the target host; root; iptables for the gateway bridge's NAT
 attributes:
+  action_group:
+    support: full
+    membership:
+      - overlay.vxlan.consul
+    details:
+      - "Set the Consul connection options (and O(host), O(vtep)) once for a play:
+        C(module_defaults: {group/overlay.vxlan.consul: {consul_host: ..., consul_token: ...}})."
   check_mode:
     support: full
   diff_mode:
@@ -88,14 +98,6 @@ options:
     description: Name of the gateway-bridge interface inside the target namespace (not created on internal networks).
     type: str
     default: eth1
-  gateway_bridge:
-    description: Name of the host's gateway bridge.
-    type: str
-    default: docker_gwbridge
-  gateway_subnet:
-    description: Subnet of the gateway bridge; the bridge holds its first address.
-    type: str
-    default: 172.18.0.0/16
   gateway_block_host:
     description:
       - Drop every new connection from the gateway bridge to this host's own addresses (sshd, a local Consul agent,
@@ -118,12 +120,6 @@ options:
       - It never takes over an endpoint whose current namespace still exists.
     type: bool
     default: false
-  host:
-    description: This host's name in the store. Defaults to the target's hostname.
-    type: str
-  vtep:
-    description: This host's VTEP, as an interface name or IPv4 address; see M(overlay.vxlan.overlay_network).
-    type: str
   state:
     description: V(present) attaches, V(absent) removes the interfaces, the record and the address reservations.
     type: str
@@ -132,28 +128,71 @@ options:
 """
 
 EXAMPLES = r"""
-- name: C0 at a fixed address
+- name: C0 at a fixed address, in the ip netns namespace c0
   overlay.vxlan.overlay_endpoint:
     network: demonet
     name: C0
     namespace: c0
     ip: 192.168.0.100
+  register: c0
 
-- name: A Docker container by its PID
+- name: Show its addresses
+  ansible.builtin.debug:
+    msg: "{{ c0.endpoints[0].name }}: {{ c0.endpoints[0].ip }} ({{ c0.endpoints[0].mac }}), gateway side {{ c0.endpoints[0].gateway_ip }}"
+
+- name: Look up a Docker container
+  community.docker.docker_container_info:
+    name: web1
+  register: web1
+
+- name: Attach the container by its PID (the next free address of the subnet)
   overlay.vxlan.overlay_endpoint:
     network: demonet
     name: web1
-    namespace: "{{ docker_inspect.container.State.Pid }}"
+    namespace: "{{ web1.container.State.Pid }}"
 
-- name: Fifty endpoints in one task
+- name: Several endpoints in one task (much faster than a loop of tasks)
   overlay.vxlan.overlay_endpoint:
     network: demonet
-    endpoints: "{{ range(50) | map('regex_replace', '^(.*)$', 'c\\1') | map('community.general.dict_kv', 'name') | list }}"
+    endpoints:
+      - {name: app1, namespace: app1}
+      - {name: app2, namespace: app2, ip: 192.168.0.20}
+      - {name: db1, namespace: /proc/4242/ns/net, mac: "02:42:0a:00:00:01", ifname: eth2, gateway_ifname: eth3}
 
-- name: Detach
+- name: Fifty endpoints, c0 to c49, each in the ip netns namespace of the same name
+  overlay.vxlan.overlay_endpoint:
+    network: demonet
+    endpoints: "{{ dict(names | zip(names)) | dict2items(key_name='name', value_name='namespace') }}"
+  vars:
+    names: "{{ query('ansible.builtin.sequence', 'start=0 end=49 format=c%d') }}"
+
+- name: An endpoint kept away from this host's own services (sshd, the Consul agent), no default route
+  overlay.vxlan.overlay_endpoint:
+    network: demonet
+    name: untrusted1
+    namespace: untrusted1
+    gateway_block_host: true
+    default_route: false
+
+- name: Replace an eth0 that something else created in the namespace
+  overlay.vxlan.overlay_endpoint:
+    network: demonet
+    name: C2
+    namespace: c2
+    force: true
+
+- name: Detach C0 (interfaces, record and address reservations)
   overlay.vxlan.overlay_endpoint:
     network: demonet
     name: C0
+    state: absent
+
+- name: Detach several in one task
+  overlay.vxlan.overlay_endpoint:
+    network: demonet
+    endpoints:
+      - {name: app1}
+      - {name: app2}
     state: absent
 """
 

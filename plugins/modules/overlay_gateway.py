@@ -49,12 +49,26 @@ options:
 """
 
 EXAMPLES = r"""
-- name: Docker's defaults
+- name: Docker's defaults (docker_gwbridge, 172.18.0.0/16)
   overlay.vxlan.overlay_gateway:
+  register: gwbridge
+
+- name: Show the bridge
+  ansible.builtin.debug:
+    msg: "{{ gwbridge.bridge.name }} {{ gwbridge.bridge.addresses | join(' ') }} {{ gwbridge.bridge.state }}"
 
 - name: Another subnet where 172.18/16 is taken
   overlay.vxlan.overlay_gateway:
     subnet: 172.31.0.0/16
+
+- name: Keep endpoints away from this host's own addresses (sshd, the Consul agent)
+  overlay.vxlan.overlay_gateway:
+    block_host: true
+
+- name: Another bridge name; endpoints then need the same gateway_bridge and gateway_subnet
+  overlay.vxlan.overlay_gateway:
+    name: ovl_gwbridge
+    subnet: 172.30.0.0/16
 """
 
 RETURN = r"""

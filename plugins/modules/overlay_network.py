@@ -27,10 +27,19 @@ author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - overlay.vxlan.consul
+  - overlay.vxlan.host
 requirements:
   - pyroute2 >= 0.9 and py-consul on the target host; root
 attributes:
+  action_group:
+    support: full
+    membership:
+      - overlay.vxlan.consul
+    details:
+      - "Set the Consul connection options (and O(host), O(vtep)) once for a play:
+        C(module_defaults: {group/overlay.vxlan.consul: {consul_host: ..., consul_token: ...}})."
   check_mode:
     support: full
   diff_mode:
@@ -72,14 +81,6 @@ options:
         cluster-wide; omitted, an existing network keeps its setting (records from before this option count as
         V(true)) and a new one gets V(true). Changing it for an existing network is an error.
     type: bool
-  host:
-    description: This host's name in the store. Defaults to the target's hostname.
-    type: str
-  vtep:
-    description:
-      - This host's VTEP, as an underlay interface name or IPv4 address (Docker's C(--cluster-advertise)).
-      - Defaults to the address the kernel would use to reach O(consul_host), or the default route's interface.
-    type: str
   force:
     description: With O(state=absent), also remove this host's endpoints of the network instead of failing.
     type: bool
@@ -107,27 +108,75 @@ options:
 """
 
 EXAMPLES = r"""
-- name: The seed's network
+- name: The seed's network (VNI allocated from 256, MTU from the underlay, gateway 192.168.0.1)
   overlay.vxlan.overlay_network:
     name: demonet
     subnet: 192.168.0.0/24
     vtep: eth0
+  register: demonet
 
-- name: An internal network with a fixed VNI, talking to a TLS Consul
+- name: Show what every host will build
+  ansible.builtin.debug:
+    msg: "{{ demonet.network.name }}: VNI {{ demonet.network.vni }}, MTU {{ demonet.network.mtu }}, namespace {{ demonet.namespace }}"
+
+- name: Pick up endpoints attached on other hosts since the last run (the record exists, so the name is enough)
+  overlay.vxlan.overlay_network:
+    name: demonet
+
+- name: An internal network with a fixed VNI, port and MTU, talking to a TLS Consul
   overlay.vxlan.overlay_network:
     name: backend
     subnet: 10.20.0.0/24
+    gateway: 10.20.0.254
     vni: 4242
+    port: 4789
+    mtu: 1400
     internal: true
     consul_host: consul.example.com
+    consul_port: 8501
     consul_scheme: https
     consul_ca_cert: /etc/consul.d/ca.pem
     consul_token: "{{ vault_consul_token }}"
 
-- name: Leave the network on this host
+- name: Docker's behaviour - br0 learns, no anti-spoofing filter (cluster-wide, fixed at creation)
+  overlay.vxlan.overlay_network:
+    name: legacy
+    subnet: 10.30.0.0/24
+    anti_spoofing: false
+
+- name: The Consul connection and this host's VTEP set once for a block (group/overlay.vxlan.consul)
+  module_defaults:
+    group/overlay.vxlan.consul:
+      consul_host: 10.0.0.5
+      consul_token: "{{ vault_consul_token }}"
+      vtep: eth0
+  block:
+    - name: Network
+      overlay.vxlan.overlay_network:
+        name: demonet
+        subnet: 192.168.0.0/24
+
+    - name: Endpoint
+      overlay.vxlan.overlay_endpoint:
+        network: demonet
+        name: C0
+        namespace: c0
+
+- name: Keep orphaned endpoint records for ten minutes before garbage collection releases them
+  overlay.vxlan.overlay_network:
+    name: demonet
+    gc_grace: 600
+
+- name: Leave the network on this host (fails while this host still has endpoints on it)
   overlay.vxlan.overlay_network:
     name: demonet
     state: absent
+
+- name: Leave it and detach this host's endpoints of it too
+  overlay.vxlan.overlay_network:
+    name: demonet
+    state: absent
+    force: true
 """
 
 RETURN = r"""

@@ -14,14 +14,25 @@ description:
   - With O(verify=true), also compares Consul with this host's kernel (overlay namespace, br0, vxlan0, FDB and
     neighbour entries, local endpoints' interfaces, the gateway bridge) and reports each difference. Nothing is changed;
     M(overlay.vxlan.overlay_network) and M(overlay.vxlan.overlay_endpoint) repair what it reports.
+  - O(host), O(vtep), O(gateway_bridge) and O(gateway_subnet) matter only with O(verify=true) or O(topology).
 author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - overlay.vxlan.consul
+  - overlay.vxlan.host
+  - overlay.vxlan.gateway
 requirements:
   - py-consul on the target host; pyroute2 and root for O(verify)
 attributes:
+  action_group:
+    support: full
+    membership:
+      - overlay.vxlan.consul
+    details:
+      - "Set the Consul connection options (and O(host), O(vtep)) once for a play:
+        C(module_defaults: {group/overlay.vxlan.consul: {consul_host: ..., consul_token: ...}})."
   check_mode:
     support: full
     details: The module never changes anything.
@@ -45,21 +56,7 @@ options:
     type: str
     choices: [none, data, dot]
     default: none
-    version_added: 0.2.0
-  host:
-    description: This host's name in the store (for O(verify)). Defaults to the target's hostname.
-    type: str
-  vtep:
-    description: This host's VTEP interface or address (for O(verify)).
-    type: str
-  gateway_bridge:
-    description: Name of the host's gateway bridge (for O(verify)).
-    type: str
-    default: docker_gwbridge
-  gateway_subnet:
-    description: Subnet of the gateway bridge (for O(verify)).
-    type: str
-    default: 172.18.0.0/16
+    version_added: 0.1.0
 """
 
 EXAMPLES = r"""
@@ -67,10 +64,24 @@ EXAMPLES = r"""
   overlay.vxlan.overlay_network_info:
   register: overlay
 
+- name: Print them as docker network ls does
+  ansible.builtin.debug:
+    msg: "{{ overlay.networks | map(attribute='short_id') | zip(overlay.networks | map(attribute='name')) | map('join', '  ') }}"
+
+- name: docker network inspect demonet
+  overlay.vxlan.overlay_network_info:
+    name: demonet
+  register: demonet
+
+- name: Its endpoints on every host
+  ansible.builtin.debug:
+    msg: "{{ demonet.networks[0].endpoints | map(attribute='name') | list }}"
+
 - name: Does this host match Consul?
   overlay.vxlan.overlay_network_info:
     name: demonet
     verify: true
+  become: true
   register: check
   failed_when: not check.in_sync
 

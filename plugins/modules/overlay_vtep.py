@@ -16,30 +16,46 @@ author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.actiongroups
   - overlay.vxlan.consul
+  - overlay.vxlan.host
 requirements:
   - pyroute2 >= 0.9 and py-consul on the target host
 attributes:
+  action_group:
+    support: full
+    membership:
+      - overlay.vxlan.consul
+    details:
+      - "Set the Consul connection options (and O(host), O(vtep)) once for a play:
+        C(module_defaults: {group/overlay.vxlan.consul: {consul_host: ..., consul_token: ...}})."
   check_mode:
     support: full
   diff_mode:
     support: full
   platform:
     platforms: linux
-options:
-  host:
-    description: This host's name in the store. Defaults to the target's hostname.
-    type: str
-  vtep:
-    description: Underlay interface name or IPv4 address. See M(overlay.vxlan.overlay_network) for the default.
-    type: str
 """
 
 EXAMPLES = r"""
-- name: Advertise eth1 as this host's VTEP
+- name: Record this host with its VTEP found as overlay_network would (the route to Consul, else the default route)
+  overlay.vxlan.overlay_vtep:
+  register: vtep
+
+- name: Show the largest overlay MTU this underlay allows
+  ansible.builtin.debug:
+    msg: "{{ vtep.host.name }}: VTEP {{ vtep.host.vtep }} on {{ vtep.host.interface }}, overlay MTU up to {{ vtep.host.max_overlay_mtu }}"
+
+- name: Advertise eth1 as this host's VTEP, under the inventory name
   overlay.vxlan.overlay_vtep:
     vtep: eth1
     host: "{{ inventory_hostname }}"
+
+- name: Advertise an address, in a cluster that uses another key prefix
+  overlay.vxlan.overlay_vtep:
+    vtep: 10.0.0.10
+    consul_host: 10.0.0.5
+    consul_prefix: lab
 """
 
 RETURN = r"""

@@ -357,8 +357,18 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
                 pass
         raise
     return {"changed": bool(actions), "actions": actions, "network": network, "endpoints": results,
-            "diff": {"before": {"endpoints": sorted(n for n in existing if n in {i.name for i in items})},
-                     "after": {"endpoints": sorted(i.name for i in items), "actions": actions}}}
+            "diff": {"before": {"endpoints": {i.name: diff_fields(existing[i.name].value)
+                                              for i in items if i.name in existing}},
+                     "after": {"endpoints": {r["name"]: diff_fields(r) for r in results}, "actions": actions}}}
+
+
+DIFF_FIELDS = ("network", "namespace", "ip", "mac", "ifname", "gateway_ip", "host", "vtep")
+
+
+def diff_fields(record):
+    """An endpoint as ``--diff`` shows it, field by field (the same fields before and after, so a
+    moved namespace or a new address reads as one changed line; kernel repairs are the actions)."""
+    return {k: record.get(k) for k in DIFF_FIELDS}
 
 
 def describe(nl, network, record, ns, applied):
@@ -433,4 +443,5 @@ def detach(nl, store, layout, network, underlay, items, check_mode):
     actions = detach_entries(nl, store, layout, network, entries, check_mode)
     return {"changed": bool(actions), "actions": actions, "network": network,
             "endpoints": [dict(e.value, state="absent") for e in entries],
-            "diff": {"before": {"endpoints": sorted(e.value["name"] for e in entries)}, "after": {"endpoints": []}}}
+            "diff": {"before": {"endpoints": {e.value["name"]: diff_fields(e.value) for e in entries}},
+                     "after": {"endpoints": {}, "actions": actions}}}

@@ -42,6 +42,10 @@ attributes:
     support: full
   diff_mode:
     support: full
+    details:
+      - The diff shows each endpoint of the task field by field (network, namespace, ip, mac, ifname,
+        gateway_ip, host, vtep) before and after the run; kernel repairs (a lost master, a changed MTU) are the
+        C(actions) listed after.
   platform:
     platforms: linux
 options:

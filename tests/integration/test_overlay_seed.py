@@ -147,7 +147,11 @@ def test_check_mode_changes_nothing_and_diff_shows_the_change(lab):
     assert ("docker1", "Endpoints") in check.changed_tasks()
     res = check.results("docker1", "Endpoints")["results"][0]
     assert any("register endpoint C3" in a for a in res["actions"])
-    assert res["diff"]["after"]["endpoints"] == ["C1", "C3"]
+    assert sorted(res["diff"]["after"]["endpoints"]) == ["C1", "C3"]
+    assert sorted(res["diff"]["before"]["endpoints"]) == ["C1"]  # C3 is new; C1 shows its fields, unchanged
+    assert res["diff"]["after"]["endpoints"]["C1"] == res["diff"]["before"]["endpoints"]["C1"]
+    assert res["diff"]["before"]["endpoints"]["C1"]["namespace"] == "c1"
+    assert res["diff"]["after"]["endpoints"]["C3"]["namespace"] == "c3"
     assert kv(lab) == before_kv
     assert kernel_snapshot(lab.hosts["docker1"]) == before_kernel
     lab.hosts["docker1"].del_netns("c3")

@@ -326,3 +326,47 @@ def test_a_vxlan_port_in_use_is_refused_naming_port_and_leaves_nothing(lab):
     result = steps(lab, net={"docker0": [{"name": "porty", "subnet": "10.72.0.0/24", "port": 4800}]},
                    limit="docker0")
     assert only(result, "docker0", "Network")["status"] == "changed"
+
+
+def test_attach_racing_a_forced_removal_on_the_same_host_ends_in_a_clear_result(lab):
+    # Issue 12 section 5 (the chaos run): an attach on the same host as a concurrent
+    # `state: absent force=true` of its network died with a Python traceback. Each run ends with a
+    # result (ok, changed, or failed with a message), never a traceback, and what is left agrees.
+    d0 = lab.hosts["docker0"]
+    for i in range(4):
+        d0.add_netns("f%d" % i)
+    net = {"name": "doomed", "subnet": "10.74.0.0/24"}
+    eps = [{"name": "F%d" % i, "namespace": "f%d" % i} for i in range(4)]
+    for _round in range(4):
+        steps(lab, net={"docker0": [net]}, limit="docker0")
+        out = {}
+
+        def attach():
+            out["a"] = steps(lab, ep={"docker0": [{"network": "doomed", "endpoints": eps}]}, limit="docker0")
+
+        def remove():
+            out["r"] = steps(lab, net={"docker0": [{"name": "doomed", "state": "absent", "force": True}]},
+                             limit="docker0")
+
+        threads = [threading.Thread(target=attach), threading.Thread(target=remove)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        outcome = (only(out["a"], "docker0", "Endpoint"), only(out["r"], "docker0", "Network"))
+        print("round %d: attach %s, removal %s" % (_round, outcome[0]["status"], outcome[1]["status"]),
+              outcome[0].get("msg", ""), outcome[1].get("msg", ""))
+        for res in outcome:
+            assert "module_stderr" not in res and "Traceback" not in str(res.get("msg", "")), res
+            assert res["status"] != "failed" or res.get("msg"), res
+        records = kv(lab)
+        network = net_key(records, "doomed")
+        for i in range(4):
+            links = ns_exec(d0, "f%d" % i, ["ip", "-o", "link"]).stdout
+            has_record = network is not None and "overlay/v1/endpoints/%s/F%d" % (network["id"], i) in records
+            assert has_record == ("eth0@" in links), (i, has_record, links)
+        # Whatever won, a forced removal afterwards leaves nothing.
+        steps(lab, net={"docker0": [{"name": "doomed", "state": "absent", "force": True}]}, limit="docker0")
+        assert net_key(kv(lab), "doomed") is None
+    for i in range(4):
+        d0.del_netns("f%d" % i)

@@ -53,3 +53,12 @@ def test_wheels_from_the_controller_and_detaching_through_the_inventory(lab_fact
     demonet = kv(lab)["overlay/v1/networks/demonet"]
     assert "overlay/v1/endpoints/%s/C1" % demonet["id"] not in kv(lab)
     assert "eth0" not in lab.hosts["docker1"].run(["ip", "netns", "exec", "c1", "ip", "-o", "link"]).stdout
+    # The roles pass the per-network anti_spoofing and the shared gateway_block_host on to the modules.
+    more = ['-e', '{"overlay_gateway_block_host": true, "overlay_networks": [{"name": "demonet", "subnet": '
+            '"192.168.0.0/24"}, {"name": "plain", "subnet": "10.76.0.0/24", "anti_spoofing": false}]}',
+            "--limit", "docker0"]
+    lab.ansible_playbook(str(PLAYBOOKS / "site.yml"), args=wheels_args() + more).assert_ok()
+    assert kv(lab)["overlay/v1/networks/plain"]["anti_spoofing"] is False
+    gateway = lab.hosts["docker0"].run(["nft", "list", "set", "inet", "overlay_gateway", "block_host"]).stdout
+    assert "docker_gwbridge" in gateway.split("elements", 1)[-1], gateway
+    assert not ping_eventually(lab.hosts["docker0"], "c0", "172.18.0.1", tries=1)  # the host is out of reach

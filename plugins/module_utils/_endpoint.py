@@ -324,6 +324,7 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
             actions += _gateway.ensure(nl, gw, run_command, apply)
         records.update({r["name"]: r for r in created})
         results = []
+        built = False  # a port created or repaired: the second anti-spoofing pass has work to check
         for item in items:
             record = records.get(item.name)
             if record is None:  # check mode, not yet registered
@@ -335,14 +336,17 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
             if not apply and not _overlay_ns.namespace(network).exists():  # check mode: nothing to read yet
                 actions.append("%s: create interfaces in %s" % (item.name, item.ns.describe()))
             else:
-                actions += build_kernel(nl, network, gw, record, item.ns, apply, params.get("default_route", True))
+                kernel = build_kernel(nl, network, gw, record, item.ns, apply, params.get("default_route", True))
+                built = built or bool(kernel)
+                actions += kernel
             results.append(describe(nl, network, record, item.ns, apply))
         actions += _firewall.sync_store(store, layout, underlay.vtep, apply)
         if vx_index is not None:  # read under the host lock: no sync since can have seen newer records
             actions += _peers.sync(nl.get(_overlay_ns.namespace(network)), vx_index,
                                    _peers.desired(records.values(), underlay.vtep), apply)
-        # The new ports exist now: learning off, static FDB entries, neighbours.
-        if apply:
+        # The new ports exist now: learning off, static FDB entries, neighbours. With no port built or
+        # repaired the first pass already saw the same ports, so a second one could only find the same.
+        if apply and built:
             actions += _antispoof.reconcile(nl, network, everyone, underlay.vtep, apply)
     except BaseException:
         if created:  # nothing half-built: undo what this run built and claimed

@@ -234,12 +234,20 @@ def veth_pair_state(nl, a, b):
 NETNSID_NONE = 0xFFFFFFFF  # NETNSA_NSID_NOT_ASSIGNED as the kernel reports it
 
 
-def _netnsid(ipr, other):
-    """The id under which the namespace of ``ipr`` knows ``other`` (None when it has none)."""
+def _netnsid(nl, ns, other):
+    """The id under which ``ns`` knows ``other`` (None when it has none). An assigned id stays
+    while both namespaces exist, so the Netlink keeps it until the run writes (a new veth may
+    assign one)."""
+    key = (ns.path, other.path)
+    if key in nl.netnsids:
+        return nl.netnsids[key]
     with NamespaceFd(other) as fd:
-        info = ipr.get_netnsid(fd=fd) or {}
+        info = nl.get(ns).get_netnsid(fd=fd) or {}
     nsid = info.get("nsid")
-    return None if nsid in (None, NETNSID_NONE, -1) else nsid
+    nsid = None if nsid in (None, NETNSID_NONE, -1) else nsid
+    if nsid is not None:
+        nl.netnsids[key] = nsid
+    return nsid
 
 
 def is_pair(nl, a, la, b, lb):
@@ -248,16 +256,17 @@ def is_pair(nl, a, la, b, lb):
     Each names the other's ifindex as its link; ifindexes are per namespace, so across
     namespaces each end's IFLA_LINK_NETNSID must also be the id its namespace gives the
     other's (within one namespace there is none). Indexes alone match by chance easily:
-    every fresh namespace numbers its first device 2.
+    every fresh namespace numbers its first device 2. One direction's id is enough: a veth has
+    exactly one peer, so when ``la``'s peer is index ``lb`` in ``b``'s namespace, that is ``lb``,
+    and ``lb``'s peer is ``la``.
     """
     if (la is None or lb is None
             or la.get("IFLA_LINK") != lb["index"] or lb.get("IFLA_LINK") != la["index"]):
         return False
     if same_namespace(a.ns, b.ns):
         return la.get("IFLA_LINK_NETNSID") is None and lb.get("IFLA_LINK_NETNSID") is None
-    return (la.get("IFLA_LINK_NETNSID") is not None
-            and la.get("IFLA_LINK_NETNSID") == _netnsid(nl.get(a.ns), b.ns)
-            and lb.get("IFLA_LINK_NETNSID") == _netnsid(nl.get(b.ns), a.ns))
+    return (la.get("IFLA_LINK_NETNSID") is not None and lb.get("IFLA_LINK_NETNSID") is not None
+            and la.get("IFLA_LINK_NETNSID") == _netnsid(nl, a.ns, b.ns))
 
 
 def ensure_veth(nl, a, b, apply):

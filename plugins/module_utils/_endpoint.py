@@ -98,23 +98,25 @@ def validate_items(nl, network, items, existing, claims, macs, underlay, gw, for
     gateway = ipaddress.IPv4Address(network["gateway"])
     host_ns = _netns.resolve(None, None)
     overlay_ns = _overlay_ns.namespace(network)
-    wanted, wanted_macs, names_in_ns = {}, {}, []
+    wanted, wanted_macs, names_in_ns = {}, {}, {}  # names_in_ns: {(namespace identity, ifname): endpoint}
+    host_id = _netns.identity(host_ns)
+    overlay_ids = {_netns.identity(_netns.resolve(n, "namespace")) for n in _netns.list_named() if n.startswith("ovl-")}
     for item in items:
         if item.ns is None:
             raise OverlayError("is required to attach endpoint %s" % item.name, item.f("namespace"))
         _netns.check_exists(item.ns, item.f("namespace"))
-        if _netns.same_namespace(item.ns, host_ns):
+        ns_id = _netns.identity(item.ns)
+        if ns_id == host_id:
             raise OverlayError("%s is this host's own network namespace; an endpoint needs a namespace of its own "
                                "(a container's)" % item.ns.describe(), item.f("namespace"))
-        if any(_netns.same_namespace(item.ns, _netns.resolve(n, "namespace"))
-               for n in _netns.list_named() if n.startswith("ovl-")):
+        if ns_id in overlay_ids:
             raise OverlayError("%s is an overlay network's own namespace" % item.ns.describe(), item.f("namespace"))
-        for other_ns, other_if, other_name in names_in_ns:
-            for ifname in (item.ifname, item.gw_ifname):
-                if ifname == other_if and _netns.same_namespace(item.ns, other_ns):
-                    raise OverlayError("endpoints %s and %s both want interface %s in %s"
-                                       % (other_name, item.name, ifname, item.ns.describe()), item.f("ifname"))
-        names_in_ns += [(item.ns, item.ifname, item.name), (item.ns, item.gw_ifname, item.name)]
+        for ifname in (item.ifname, item.gw_ifname):
+            other_name = names_in_ns.get((ns_id, ifname))
+            if other_name is not None:
+                raise OverlayError("endpoints %s and %s both want interface %s in %s"
+                                   % (other_name, item.name, ifname, item.ns.describe()), item.f("ifname"))
+        names_in_ns.update({(ns_id, item.ifname): item.name, (ns_id, item.gw_ifname): item.name})
         entry = existing.get(item.name)
         record = entry.value if entry is not None else None
         check_interfaces(nl, network, gw, item, record, overlay_ns, force)

@@ -10,8 +10,8 @@ import ipaddress
 import socket
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _antispoof, _consul, _firewall, _gateway, _hostlock, _keys, _links, _netns, _overlay_ns, _peers,
-    _records, _underlay, _validate)
+    _allocate, _antispoof, _consul, _firewall, _gateway, _hostlock, _keys, _links, _netns, _nft, _overlay_ns,
+    _peers, _records, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 OVERLAY_END = "ve-%s"   # the overlay namespace's end of eth0, on br0
@@ -74,7 +74,7 @@ def run(params, check_mode, run_command):
     settings = _consul.connection_settings(params)
     store = _consul.Consul(settings)
     layout = _keys.Layout(settings["prefix"])
-    with _hostlock.HostLock(), _netns.Netlink() as nl:
+    with _hostlock.HostLock(), _netns.Netlink() as nl, _nft.reads_once():
         underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
         network, index = _records.lookup(store, layout, params["network"])
         gw = None if network["internal"] else _gateway.from_params(params)

@@ -391,21 +391,39 @@ def describe(nl, network, record, ns, applied):
 
 # ------------------------------------------------------------------------------------ absent
 
-def _remove_kernel(nl, network, record, apply):
-    """Delete the ends we own (ve-* in the overlay namespace, gw-* on the host): each takes its peer
-    in the target namespace with it, and a namespace whose PID was reused is never touched."""
+def _owned_ends(nl, network, record):
+    """The ends we own (ve-* in the overlay namespace, gw-* on the host) that exist: [(ns, name, msg)]."""
     short = record["id"][:10]
     ends = [(_overlay_ns.namespace(network), OVERLAY_END % short)]
     if record.get("gateway_ip"):
         ends.append((_netns.resolve(None, None), GATEWAY_END % short))
-    actions = []
+    found = []
     for ns, name in ends:
         msg = _links.find(nl.get(ns), name) if ns.exists() else None
         if msg is not None:
-            actions.append("delete %s in %s" % (name, ns.describe()))
-            if apply:
-                _links.delete(nl.get(ns), msg)
+            found.append((ns, name, msg))
+    return found
+
+
+def _remove_kernel(nl, network, record, apply):
+    """Delete the ends we own (ve-* in the overlay namespace, gw-* on the host): each takes its peer
+    in the target namespace with it, and a namespace whose PID was reused is never touched."""
+    actions = []
+    for ns, name, msg in _owned_ends(nl, network, record):
+        actions.append("delete %s in %s" % (name, ns.describe()))
+        if apply:
+            _links.delete(nl.get(ns), msg)
     return actions
+
+
+def _remove_kernel_many(nl, network, records):
+    """_remove_kernel for a batch: every end found first, then one group delete per namespace."""
+    by_ns = {}
+    for record in records:
+        for ns, _name, msg in _owned_ends(nl, network, record):
+            by_ns.setdefault(ns, []).append(msg)
+    for ns, msgs in by_ns.items():
+        _links.delete_many(nl.get(ns), msgs)
 
 
 def detach_entries(nl, store, layout, network, entries, check_mode):
@@ -429,8 +447,7 @@ def detach_entries(nl, store, layout, network, entries, check_mode):
         return actions
     indexes = _records.mark_detaching(store, layout, entries)
     actions += _antispoof.reconcile(nl, network, remaining, records[0]["vtep"], True)
-    for entry in entries:
-        _remove_kernel(nl, network, entry.value, apply=True)
+    _remove_kernel_many(nl, network, records)
     _records.release(store, layout, records, indexes)
     return actions
 

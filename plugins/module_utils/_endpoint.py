@@ -264,8 +264,9 @@ def link_specs(record, network, gw, target_ns, overlay_ns):
     return pairs
 
 
-def ensure_default_route(ipr, ifname, router, apply, where):
-    index = _links.find(ipr, ifname)["index"] if apply else None
+def ensure_default_route(ipr, ifname, router, apply, where, index=None):
+    if apply and index is None:
+        index = _links.find(ipr, ifname)["index"]
     for route in ipr.get_default_routes(family=socket.AF_INET):
         if route.get("RTA_GATEWAY") == router and (index is None or route.get("RTA_OIF") == index):
             return []
@@ -275,19 +276,24 @@ def ensure_default_route(ipr, ifname, router, apply, where):
 
 
 def build_kernel(nl, network, gw, record, ns, apply, default_route):
+    """Both pairs of an endpoint as its record says. Returns (actions, {inner name: (link message
+    as it is after this call or None, its spec)}): describe() builds the return value from them."""
     overlay_ns = _overlay_ns.namespace(network)
-    actions = []
+    actions, inner_ends = [], {}
     pairs = link_specs(record, network, gw, ns, overlay_ns)
     for inner, outer in pairs:
         built = _links.ensure_veth(nl, inner, outer, apply)  # (actions, inner end, outer end)
         actions += built[0]
+        inner_ends[inner.name] = (built[1], inner)
         outer_msg = built[2]
         if gw is not None and outer.master == gw.name and outer_msg is not None:
             actions += _gateway.isolate_port(nl.get(outer.ns), outer_msg, apply, outer.name)
     if gw is not None and default_route and len(pairs) > 1:
+        gw_end = inner_ends[pairs[1][0].name][0]
         actions += ensure_default_route(nl.get(ns), pairs[1][0].name, gw.router, apply,
-                                        "%s in %s" % (record["name"], ns.describe()))
-    return ["%s: %s" % (record["name"], a) for a in actions]
+                                        "%s in %s" % (record["name"], ns.describe()),
+                                        gw_end["index"] if gw_end is not None else None)
+    return ["%s: %s" % (record["name"], a) for a in actions], inner_ends
 
 
 def attach(nl, store, layout, network, index, gw, underlay, items, params, settings, check_mode, run_command):
@@ -328,6 +334,7 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
         results = []
         built = False  # a port created or repaired: the second anti-spoofing pass has work to check
         for item in items:
+            inner_ends = {}
             record = records.get(item.name)
             if record is None:  # check mode, not yet registered
                 actions.append("%s: create interfaces %s%s in %s" % (
@@ -338,10 +345,11 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
             if not apply and not _overlay_ns.namespace(network).exists():  # check mode: nothing to read yet
                 actions.append("%s: create interfaces in %s" % (item.name, item.ns.describe()))
             else:
-                kernel = build_kernel(nl, network, gw, record, item.ns, apply, params.get("default_route", True))
+                kernel, inner_ends = build_kernel(nl, network, gw, record, item.ns, apply,
+                                                  params.get("default_route", True))
                 built = built or bool(kernel)
                 actions += kernel
-            results.append(describe(nl, network, record, item.ns, apply))
+            results.append(describe(nl, network, record, item.ns, apply, inner_ends))
         actions += _firewall.sync_store(store, layout, underlay.vtep, apply)
         if vx_index is not None:  # read under the host lock: no sync since can have seen newer records
             actions += _peers.sync(nl.get(_overlay_ns.namespace(network)), vx_index,
@@ -377,15 +385,19 @@ def diff_fields(record):
     return {k: record.get(k) for k in DIFF_FIELDS}
 
 
-def describe(nl, network, record, ns, applied):
+def describe(nl, network, record, ns, applied, inner_ends=None):
+    """The record with the target-side interfaces. ``inner_ends`` (from build_kernel): the links
+    as build_kernel left them, with the addresses it made them have, so nothing is read again."""
     out = dict(record)
     out["interfaces"] = {}
     if applied and ns.exists():
         ipr = nl.get(ns)
         for name in (record["ifname"], record.get("gateway_ifname")):
-            msg = _links.find(ipr, name) if name else None
+            msg, spec = (inner_ends or {}).get(name, (None, None))
+            if msg is None:
+                msg, spec = (_links.find(ipr, name) if name else None), None
             if msg is not None:
-                out["interfaces"][name] = _links.view(ipr, msg, ns.spec)
+                out["interfaces"][name] = _links.view(ipr, msg, ns.spec, spec.addresses if spec else None)
     return out
 
 

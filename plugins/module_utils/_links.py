@@ -80,8 +80,10 @@ def addresses(ipr, index):
     return sorted(result, key=lambda i: (i.version, int(i.ip)))
 
 
-def view(ipr, msg, namespace_label):
-    """What a module returns about a link: plain, JSON-friendly values."""
+def view(ipr, msg, namespace_label, known_addresses=None):
+    """What a module returns about a link: plain, JSON-friendly values. ``known_addresses``: the
+    link's addresses when the caller has just made them so (ensure_attributes with them as the
+    spec), which spares a dump of the namespace's addresses."""
     if msg is None:
         return None
     master = msg.get("IFLA_MASTER")
@@ -95,7 +97,8 @@ def view(ipr, msg, namespace_label):
         "mtu": msg.get("IFLA_MTU"),
         "state": "up" if msg["flags"] & IFF_UP else "down",
         "master": master_msg.get("IFLA_IFNAME") if master_msg else None,
-        "addresses": [str(a) for a in addresses(ipr, msg["index"])],
+        "addresses": [str(a) for a in (addresses(ipr, msg["index"]) if known_addresses is None else
+                                       sorted(known_addresses, key=lambda i: (i.version, int(i.ip))))],
     }
 
 
@@ -135,8 +138,11 @@ def bridge_index(ipr, name, field):
     return msg["index"]
 
 
-def ensure_attributes(ipr, msg, spec, apply):
-    """Bring an existing link's MTU, MAC, master, addresses and up/down state to ``spec``."""
+def ensure_attributes(ipr, msg, spec, apply, fresh=False):
+    """Bring an existing link's MTU, MAC, master, addresses and up/down state to ``spec``.
+
+    ``fresh``: the link was created by this run a moment ago, so it has no addresses yet (the
+    kernel's IPv6 link-local one is not counted) and they need not be read."""
     actions = []
     index = msg["index"] if msg is not None else None
     where = "%s in %s" % (spec.name, spec.ns.describe())
@@ -156,7 +162,7 @@ def ensure_attributes(ipr, msg, spec, apply):
         if want != have:
             act("master -> %s" % (spec.master or "none"), master=want)
     if spec.addresses is not None:
-        have = set(addresses(ipr, index))
+        have = set() if fresh else set(addresses(ipr, index))
         want = set(spec.addresses)
         for iface in sorted(have - want, key=str):
             actions.append("%s: remove address %s" % (where, iface))
@@ -317,19 +323,43 @@ def ensure_veth(nl, a, b, apply):
         for ipr, msg in ((ipr_a, la), (ipr_b, lb)):
             if msg is not None:
                 delete(ipr, msg)
-        with NamespaceFd(b.ns) as fd:
-            ipr_a.link("add", ifname=a.name, kind="veth", peer={"ifname": b.name, "net_ns_fd": fd})
+        _create_veth(nl, a, b)
         la, lb = find(ipr_a, a.name), find(ipr_b, b.name)
         if la is None or lb is None:
             raise OverlayError("the kernel did not create veth %s <-> %s" % (a.name, b.name))
-        ensure_attributes(ipr_a, la, a, True)
-        ensure_attributes(ipr_b, lb, b, True)
+        ensure_attributes(ipr_a, la, a, True, fresh=True)
+        ensure_attributes(ipr_b, lb, b, True, fresh=True)
         return actions, find(ipr_a, a.name), find(ipr_b, b.name)
     actions += ensure_attributes(ipr_a, la, a, apply)
     actions += ensure_attributes(ipr_b, lb, b, apply)
     if apply and actions:
         la, lb = find(ipr_a, a.name), find(ipr_b, b.name)
     return actions, la, lb
+
+
+def _create_veth(nl, a, b):
+    """Create the pair with as much of both specs as one RTM_NEWLINK takes: names, namespaces,
+    MTUs and MACs of both ends, and master and up state of the end created in the socket's own
+    namespace (the kernel applies neither to the peer). That end is the one with a master, so a
+    bridge port is on its bridge from the start. ensure_attributes then sets what is left (the
+    peer's up state, addresses) and repairs anything the kernel did not take."""
+    main, peer = (b, a) if b.master and not a.master else (a, b)
+    kwargs = dict(_created_attributes(main), kind="veth")
+    if main.master:
+        kwargs["master"] = bridge_index(nl.get(main.ns), main.master, main.f("master"))
+    if main.up:
+        kwargs["state"] = "up"
+    with NamespaceFd(peer.ns) as fd:
+        nl.get(main.ns).link("add", peer=dict(_created_attributes(peer), net_ns_fd=fd), **kwargs)
+
+
+def _created_attributes(spec):
+    attrs = {"ifname": spec.name}
+    if spec.mtu is not None:
+        attrs["mtu"] = spec.mtu
+    if spec.mac is not None:
+        attrs["address"] = spec.mac
+    return attrs
 
 
 def _would_set(spec):

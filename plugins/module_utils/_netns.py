@@ -212,9 +212,10 @@ class Snapshot:
 
     ``link("get", ifname=...)``/``link("get", index=...)``, ``get_links()`` and ``get_addr(index=...)``
     answer from the namespace's links and addresses as dumped at the first read (a missing name
-    raises ENODEV, as the kernel does). Anything that is not a read (``link("set")``, ``addr("add")``,
-    ``fdb("replace")``, ...) tells the owner, which drops every snapshot before the write goes out;
-    every other call goes to the socket unchanged."""
+    raises ENODEV, as the kernel does). A write to links, addresses, routes or bridge ports
+    (``link("set")``, ``addr("add")``, ``brport("set")``, ...) tells the owner, which drops every
+    snapshot before the write goes out. FDB and neighbour entries are neither links nor addresses:
+    writing them changes nothing a snapshot holds. Every other call goes to the socket unchanged."""
 
     def __init__(self, ipr, owner):
         self._ipr = ipr
@@ -271,14 +272,6 @@ class Snapshot:
     def brport(self, cmd, *args, **kwargs):
         self._write(cmd)
         return self._ipr.brport(cmd, *args, **kwargs)
-
-    def fdb(self, cmd, *args, **kwargs):
-        self._write(cmd)
-        return self._ipr.fdb(cmd, *args, **kwargs)
-
-    def neigh(self, cmd, *args, **kwargs):
-        self._write(cmd)
-        return self._ipr.neigh(cmd, *args, **kwargs)
 
     def close(self):
         self._ipr.close()

@@ -215,19 +215,23 @@ class Snapshot:
     raises ENODEV, as the kernel does). A write to links, addresses, routes or bridge ports
     (``link("set")``, ``addr("add")``, ``brport("set")``, ...) tells the owner, which drops every
     snapshot before the write goes out. FDB and neighbour entries are neither links nor addresses:
-    writing them changes nothing a snapshot holds. Every other call goes to the socket unchanged."""
+    writing them changes nothing a snapshot holds. ``fdb("dump")`` (whole or for one ``ifindex``)
+    is served from one dump as well (anti-spoofing and the peer sync both read the overlay
+    namespace's), until a write to the FDB here or to any link (a port's own entries come and go
+    with it). Every other call goes to the socket unchanged."""
 
     def __init__(self, ipr, owner):
         self._ipr = ipr
         self._owner = owner
         self._links = None  # (by name, by index)
         self._addrs = None
+        self._fdb = None
 
     def __getattr__(self, name):
         return getattr(self._ipr, name)
 
     def drop(self):
-        self._links = self._addrs = None
+        self._links = self._addrs = self._fdb = None
 
     def _link_maps(self):
         if self._links is None:
@@ -272,6 +276,15 @@ class Snapshot:
     def brport(self, cmd, *args, **kwargs):
         self._write(cmd)
         return self._ipr.brport(cmd, *args, **kwargs)
+
+    def fdb(self, cmd, *args, **kwargs):
+        if cmd == "dump" and self._owner.snapshots and not args and set(kwargs) <= {"ifindex"}:
+            if self._fdb is None:
+                self._fdb = list(self._ipr.fdb("dump"))
+            return [m for m in self._fdb if "ifindex" not in kwargs or m["ifindex"] == kwargs["ifindex"]]
+        if cmd not in READS:
+            self._fdb = None
+        return self._ipr.fdb(cmd, *args, **kwargs)
 
     def close(self):
         self._ipr.close()

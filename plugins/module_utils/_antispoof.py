@@ -139,30 +139,33 @@ def _table_actions(ns, network, local, on, apply):
 
 # ------------------------------------------------------------------------------ bridge ports
 
-def _protinfo(ipr, index):
-    for msg in ipr.brport("show", index=index):
-        info = msg.get("IFLA_PROTINFO")
-        if info is not None:
-            return dict(info["attrs"])
-    return {}
+def _protinfo(msg):
+    """A bridge port's flags, from its own link message (bridge slave data): the link dump that
+    found the ports already carries them, where ``brport show`` would dump every port again."""
+    info = msg.get("IFLA_LINKINFO") or {}
+    if info.get("IFLA_INFO_SLAVE_KIND") != "bridge":
+        return {}
+    data = info.get("IFLA_INFO_SLAVE_DATA") or {}
+    return dict(data.get("attrs", ())) if hasattr(data, "get") else {}
 
 
 def _port_actions(ipr, ports, vx_name, on, apply):
+    """``ports``: {name: link message} of br0's ports."""
     actions = []
-    for name, index in sorted(ports.items()):
+    for name, msg in sorted(ports.items()):
         if name == vx_name:
             want = {"learning": 0, "neigh_suppress": 1} if on else {"learning": 1, "neigh_suppress": 0}
         elif name.startswith(PORT_PREFIX):
             want = {"learning": 0, "proxyarp": 1} if on else {"learning": 1, "proxyarp": 0}
         else:
             continue
-        have = _protinfo(ipr, index)
+        have = _protinfo(msg)
         diff = {k: v for k, v in want.items() if have.get("IFLA_BRPORT_" + k.upper()) != v}
         if diff:
             actions.append("%s: %s" % (name, ", ".join("%s %s" % (k, "on" if v else "off")
                                                        for k, v in sorted(diff.items()))))
             if apply:
-                ipr.brport("set", index=index, **diff)
+                ipr.brport("set", index=msg["index"], **diff)
     return actions
 
 
@@ -246,9 +249,10 @@ def reconcile(nl, network, endpoints, my_vtep, apply):
     on = enabled(network)
     local = [e for e in endpoints if e.get("vtep") == my_vtep]
     actions = _table_actions(ns, network, local, on, apply)
-    ports = {m.get_attr("IFLA_IFNAME"): m["index"] for m in ipr.get_links()
-             if m.get_attr("IFLA_MASTER") == br["index"]}
-    actions += _port_actions(ipr, ports, _overlay_ns.VXLAN, on, apply)
+    port_msgs = {m.get_attr("IFLA_IFNAME"): m for m in ipr.get_links()
+                 if m.get_attr("IFLA_MASTER") == br["index"]}
+    actions += _port_actions(ipr, port_msgs, _overlay_ns.VXLAN, on, apply)
+    ports = {name: m["index"] for name, m in port_msgs.items()}
     want_fdb, want_neigh = {}, {}
     if on:
         vx_index = ports.get(_overlay_ns.VXLAN)

@@ -10,8 +10,8 @@ import ipaddress
 import socket
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _antispoof, _consul, _firewall, _gateway, _hostlock, _keys, _links, _netns, _overlay_ns, _peers,
-    _records, _underlay, _validate)
+    _allocate, _antispoof, _consul, _firewall, _gateway, _hostlock, _keys, _links, _netns, _nft, _overlay_ns,
+    _peers, _records, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 OVERLAY_END = "ve-%s"   # the overlay namespace's end of eth0, on br0
@@ -74,7 +74,7 @@ def run(params, check_mode, run_command):
     settings = _consul.connection_settings(params)
     store = _consul.Consul(settings)
     layout = _keys.Layout(settings["prefix"])
-    with _hostlock.HostLock(), _netns.Netlink() as nl:
+    with _hostlock.HostLock(), _netns.Netlink() as nl, _nft.reads_once():
         underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
         network, index = _records.lookup(store, layout, params["network"])
         gw = None if network["internal"] else _gateway.from_params(params)
@@ -98,23 +98,25 @@ def validate_items(nl, network, items, existing, claims, macs, underlay, gw, for
     gateway = ipaddress.IPv4Address(network["gateway"])
     host_ns = _netns.resolve(None, None)
     overlay_ns = _overlay_ns.namespace(network)
-    wanted, wanted_macs, names_in_ns = {}, {}, []
+    wanted, wanted_macs, names_in_ns = {}, {}, {}  # names_in_ns: {(namespace identity, ifname): endpoint}
+    host_id = _netns.identity(host_ns)
+    overlay_ids = {_netns.identity(_netns.resolve(n, "namespace")) for n in _netns.list_named() if n.startswith("ovl-")}
     for item in items:
         if item.ns is None:
             raise OverlayError("is required to attach endpoint %s" % item.name, item.f("namespace"))
         _netns.check_exists(item.ns, item.f("namespace"))
-        if _netns.same_namespace(item.ns, host_ns):
+        ns_id = _netns.identity(item.ns)
+        if ns_id == host_id:
             raise OverlayError("%s is this host's own network namespace; an endpoint needs a namespace of its own "
                                "(a container's)" % item.ns.describe(), item.f("namespace"))
-        if any(_netns.same_namespace(item.ns, _netns.resolve(n, "namespace"))
-               for n in _netns.list_named() if n.startswith("ovl-")):
+        if ns_id in overlay_ids:
             raise OverlayError("%s is an overlay network's own namespace" % item.ns.describe(), item.f("namespace"))
-        for other_ns, other_if, other_name in names_in_ns:
-            for ifname in (item.ifname, item.gw_ifname):
-                if ifname == other_if and _netns.same_namespace(item.ns, other_ns):
-                    raise OverlayError("endpoints %s and %s both want interface %s in %s"
-                                       % (other_name, item.name, ifname, item.ns.describe()), item.f("ifname"))
-        names_in_ns += [(item.ns, item.ifname, item.name), (item.ns, item.gw_ifname, item.name)]
+        for ifname in (item.ifname, item.gw_ifname):
+            other_name = names_in_ns.get((ns_id, ifname))
+            if other_name is not None:
+                raise OverlayError("endpoints %s and %s both want interface %s in %s"
+                                   % (other_name, item.name, ifname, item.ns.describe()), item.f("ifname"))
+        names_in_ns.update({(ns_id, item.ifname): item.name, (ns_id, item.gw_ifname): item.name})
         entry = existing.get(item.name)
         record = entry.value if entry is not None else None
         check_interfaces(nl, network, gw, item, record, overlay_ns, force)
@@ -262,8 +264,9 @@ def link_specs(record, network, gw, target_ns, overlay_ns):
     return pairs
 
 
-def ensure_default_route(ipr, ifname, router, apply, where):
-    index = _links.find(ipr, ifname)["index"] if apply else None
+def ensure_default_route(ipr, ifname, router, apply, where, index=None):
+    if apply and index is None:
+        index = _links.find(ipr, ifname)["index"]
     for route in ipr.get_default_routes(family=socket.AF_INET):
         if route.get("RTA_GATEWAY") == router and (index is None or route.get("RTA_OIF") == index):
             return []
@@ -273,19 +276,24 @@ def ensure_default_route(ipr, ifname, router, apply, where):
 
 
 def build_kernel(nl, network, gw, record, ns, apply, default_route):
+    """Both pairs of an endpoint as its record says. Returns (actions, {inner name: (link message
+    as it is after this call or None, its spec)}): describe() builds the return value from them."""
     overlay_ns = _overlay_ns.namespace(network)
-    actions = []
+    actions, inner_ends = [], {}
     pairs = link_specs(record, network, gw, ns, overlay_ns)
     for inner, outer in pairs:
         built = _links.ensure_veth(nl, inner, outer, apply)  # (actions, inner end, outer end)
         actions += built[0]
+        inner_ends[inner.name] = (built[1], inner)
         outer_msg = built[2]
         if gw is not None and outer.master == gw.name and outer_msg is not None:
             actions += _gateway.isolate_port(nl.get(outer.ns), outer_msg, apply, outer.name)
     if gw is not None and default_route and len(pairs) > 1:
+        gw_end = inner_ends[pairs[1][0].name][0]
         actions += ensure_default_route(nl.get(ns), pairs[1][0].name, gw.router, apply,
-                                        "%s in %s" % (record["name"], ns.describe()))
-    return ["%s: %s" % (record["name"], a) for a in actions]
+                                        "%s in %s" % (record["name"], ns.describe()),
+                                        gw_end["index"] if gw_end is not None else None)
+    return ["%s: %s" % (record["name"], a) for a in actions], inner_ends
 
 
 def attach(nl, store, layout, network, index, gw, underlay, items, params, settings, check_mode, run_command):
@@ -324,7 +332,9 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
             actions += _gateway.ensure(nl, gw, run_command, apply)
         records.update({r["name"]: r for r in created})
         results = []
+        built = False  # a port created or repaired: the second anti-spoofing pass has work to check
         for item in items:
+            inner_ends = {}
             record = records.get(item.name)
             if record is None:  # check mode, not yet registered
                 actions.append("%s: create interfaces %s%s in %s" % (
@@ -335,14 +345,18 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
             if not apply and not _overlay_ns.namespace(network).exists():  # check mode: nothing to read yet
                 actions.append("%s: create interfaces in %s" % (item.name, item.ns.describe()))
             else:
-                actions += build_kernel(nl, network, gw, record, item.ns, apply, params.get("default_route", True))
-            results.append(describe(nl, network, record, item.ns, apply))
+                kernel, inner_ends = build_kernel(nl, network, gw, record, item.ns, apply,
+                                                  params.get("default_route", True))
+                built = built or bool(kernel)
+                actions += kernel
+            results.append(describe(nl, network, record, item.ns, apply, inner_ends))
         actions += _firewall.sync_store(store, layout, underlay.vtep, apply)
         if vx_index is not None:  # read under the host lock: no sync since can have seen newer records
             actions += _peers.sync(nl.get(_overlay_ns.namespace(network)), vx_index,
                                    _peers.desired(records.values(), underlay.vtep), apply)
-        # The new ports exist now: learning off, static FDB entries, neighbours.
-        if apply:
+        # The new ports exist now: learning off, static FDB entries, neighbours. With no port built or
+        # repaired the first pass already saw the same ports, so a second one could only find the same.
+        if apply and built:
             actions += _antispoof.reconcile(nl, network, everyone, underlay.vtep, apply)
     except BaseException:
         if created:  # nothing half-built: undo what this run built and claimed
@@ -371,35 +385,57 @@ def diff_fields(record):
     return {k: record.get(k) for k in DIFF_FIELDS}
 
 
-def describe(nl, network, record, ns, applied):
+def describe(nl, network, record, ns, applied, inner_ends=None):
+    """The record with the target-side interfaces. ``inner_ends`` (from build_kernel): the links
+    as build_kernel left them, with the addresses it made them have, so nothing is read again."""
     out = dict(record)
     out["interfaces"] = {}
     if applied and ns.exists():
         ipr = nl.get(ns)
         for name in (record["ifname"], record.get("gateway_ifname")):
-            msg = _links.find(ipr, name) if name else None
+            msg, spec = (inner_ends or {}).get(name, (None, None))
+            if msg is None:
+                msg, spec = (_links.find(ipr, name) if name else None), None
             if msg is not None:
-                out["interfaces"][name] = _links.view(ipr, msg, ns.spec)
+                out["interfaces"][name] = _links.view(ipr, msg, ns.spec, spec.addresses if spec else None)
     return out
 
 
 # ------------------------------------------------------------------------------------ absent
 
-def _remove_kernel(nl, network, record, apply):
-    """Delete the ends we own (ve-* in the overlay namespace, gw-* on the host): each takes its peer
-    in the target namespace with it, and a namespace whose PID was reused is never touched."""
+def _owned_ends(nl, network, record):
+    """The ends we own (ve-* in the overlay namespace, gw-* on the host) that exist: [(ns, name, msg)]."""
     short = record["id"][:10]
     ends = [(_overlay_ns.namespace(network), OVERLAY_END % short)]
     if record.get("gateway_ip"):
         ends.append((_netns.resolve(None, None), GATEWAY_END % short))
-    actions = []
+    found = []
     for ns, name in ends:
         msg = _links.find(nl.get(ns), name) if ns.exists() else None
         if msg is not None:
-            actions.append("delete %s in %s" % (name, ns.describe()))
-            if apply:
-                _links.delete(nl.get(ns), msg)
+            found.append((ns, name, msg))
+    return found
+
+
+def _remove_kernel(nl, network, record, apply):
+    """Delete the ends we own (ve-* in the overlay namespace, gw-* on the host): each takes its peer
+    in the target namespace with it, and a namespace whose PID was reused is never touched."""
+    actions = []
+    for ns, name, msg in _owned_ends(nl, network, record):
+        actions.append("delete %s in %s" % (name, ns.describe()))
+        if apply:
+            _links.delete(nl.get(ns), msg)
     return actions
+
+
+def _remove_kernel_many(nl, network, records):
+    """_remove_kernel for a batch: every end found first, then one group delete per namespace."""
+    by_ns = {}
+    for record in records:
+        for ns, _name, msg in _owned_ends(nl, network, record):
+            by_ns.setdefault(ns, []).append(msg)
+    for ns, msgs in by_ns.items():
+        _links.delete_many(nl.get(ns), msgs)
 
 
 def detach_entries(nl, store, layout, network, entries, check_mode):
@@ -423,8 +459,7 @@ def detach_entries(nl, store, layout, network, entries, check_mode):
         return actions
     indexes = _records.mark_detaching(store, layout, entries)
     actions += _antispoof.reconcile(nl, network, remaining, records[0]["vtep"], True)
-    for entry in entries:
-        _remove_kernel(nl, network, entry.value, apply=True)
+    _remove_kernel_many(nl, network, records)
     _records.release(store, layout, records, indexes)
     return actions
 

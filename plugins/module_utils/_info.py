@@ -45,7 +45,8 @@ def verify(nl, network, endpoints, underlay, params, run_command):
         if not ns.exists():
             note("endpoint", ["%s: namespace %s is gone" % (record["name"], record["namespace"])])
         elif _overlay_ns.namespace(network).exists():
-            note("endpoint", _endpoint.build_kernel(nl, network, gw, record, ns, False, params.get("default_route", True)))
+            note("endpoint", _endpoint.build_kernel(nl, network, gw, record, ns, False,
+                                                    params.get("default_route", True))[0])
     return found
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import random
 
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 from ansible_collections.overlay.vxlan.plugins.module_utils._netns import NetlinkError, same_namespace
@@ -79,8 +80,10 @@ def addresses(ipr, index):
     return sorted(result, key=lambda i: (i.version, int(i.ip)))
 
 
-def view(ipr, msg, namespace_label):
-    """What a module returns about a link: plain, JSON-friendly values."""
+def view(ipr, msg, namespace_label, known_addresses=None):
+    """What a module returns about a link: plain, JSON-friendly values. ``known_addresses``: the
+    link's addresses when the caller has just made them so (ensure_attributes with them as the
+    spec), which spares a dump of the namespace's addresses."""
     if msg is None:
         return None
     master = msg.get("IFLA_MASTER")
@@ -94,7 +97,8 @@ def view(ipr, msg, namespace_label):
         "mtu": msg.get("IFLA_MTU"),
         "state": "up" if msg["flags"] & IFF_UP else "down",
         "master": master_msg.get("IFLA_IFNAME") if master_msg else None,
-        "addresses": [str(a) for a in addresses(ipr, msg["index"])],
+        "addresses": [str(a) for a in (addresses(ipr, msg["index"]) if known_addresses is None else
+                                       sorted(known_addresses, key=lambda i: (i.version, int(i.ip))))],
     }
 
 
@@ -134,8 +138,11 @@ def bridge_index(ipr, name, field):
     return msg["index"]
 
 
-def ensure_attributes(ipr, msg, spec, apply):
-    """Bring an existing link's MTU, MAC, master, addresses and up/down state to ``spec``."""
+def ensure_attributes(ipr, msg, spec, apply, fresh=False):
+    """Bring an existing link's MTU, MAC, master, addresses and up/down state to ``spec``.
+
+    ``fresh``: the link was created by this run a moment ago, so it has no addresses yet (the
+    kernel's IPv6 link-local one is not counted) and they need not be read."""
     actions = []
     index = msg["index"] if msg is not None else None
     where = "%s in %s" % (spec.name, spec.ns.describe())
@@ -155,7 +162,7 @@ def ensure_attributes(ipr, msg, spec, apply):
         if want != have:
             act("master -> %s" % (spec.master or "none"), master=want)
     if spec.addresses is not None:
-        have = set(addresses(ipr, index))
+        have = set() if fresh else set(addresses(ipr, index))
         want = set(spec.addresses)
         for iface in sorted(have - want, key=str):
             actions.append("%s: remove address %s" % (where, iface))
@@ -199,6 +206,33 @@ def delete(ipr, msg):
             raise
 
 
+def delete_many(ipr, msgs):
+    """Delete several links of one namespace in one request. One RTM_DELLINK per link waits for
+    the kernel's teardown each time (about 20 ms per veth on an idle machine); a group delete
+    tears the whole batch down with one wait. The links are put in a group no link of the
+    namespace is in (group ids are per link and nothing else reads them), then that group is
+    deleted, so nothing but these links can go. Links that vanished meanwhile are skipped."""
+    if len(msgs) < 2:
+        for msg in msgs:
+            delete(ipr, msg)
+        return
+    used = {m.get("IFLA_GROUP") for m in ipr.get_links()}
+    group = random.randint(1 << 24, (1 << 31) - 1)
+    while group in used:
+        group = random.randint(1 << 24, (1 << 31) - 1)
+    for msg in msgs:
+        try:
+            ipr.link("set", index=msg["index"], group=group)
+        except NetlinkError as e:
+            if e.code != errno.ENODEV:
+                raise
+    try:
+        ipr.link("del", group=group)
+    except NetlinkError as e:
+        if e.code != errno.ENODEV:
+            raise
+
+
 class NamespaceFd:
     """An open fd for a namespace, as IFLA_NET_NS_FD wants; the host's is our own."""
 
@@ -234,12 +268,20 @@ def veth_pair_state(nl, a, b):
 NETNSID_NONE = 0xFFFFFFFF  # NETNSA_NSID_NOT_ASSIGNED as the kernel reports it
 
 
-def _netnsid(ipr, other):
-    """The id under which the namespace of ``ipr`` knows ``other`` (None when it has none)."""
+def _netnsid(nl, ns, other):
+    """The id under which ``ns`` knows ``other`` (None when it has none). An assigned id stays
+    while both namespaces exist, so the Netlink keeps it until the run writes (a new veth may
+    assign one)."""
+    key = (ns.path, other.path)
+    if key in nl.netnsids:
+        return nl.netnsids[key]
     with NamespaceFd(other) as fd:
-        info = ipr.get_netnsid(fd=fd) or {}
+        info = nl.get(ns).get_netnsid(fd=fd) or {}
     nsid = info.get("nsid")
-    return None if nsid in (None, NETNSID_NONE, -1) else nsid
+    nsid = None if nsid in (None, NETNSID_NONE, -1) else nsid
+    if nsid is not None:
+        nl.netnsids[key] = nsid
+    return nsid
 
 
 def is_pair(nl, a, la, b, lb):
@@ -248,16 +290,17 @@ def is_pair(nl, a, la, b, lb):
     Each names the other's ifindex as its link; ifindexes are per namespace, so across
     namespaces each end's IFLA_LINK_NETNSID must also be the id its namespace gives the
     other's (within one namespace there is none). Indexes alone match by chance easily:
-    every fresh namespace numbers its first device 2.
+    every fresh namespace numbers its first device 2. One direction's id is enough: a veth has
+    exactly one peer, so when ``la``'s peer is index ``lb`` in ``b``'s namespace, that is ``lb``,
+    and ``lb``'s peer is ``la``.
     """
     if (la is None or lb is None
             or la.get("IFLA_LINK") != lb["index"] or lb.get("IFLA_LINK") != la["index"]):
         return False
     if same_namespace(a.ns, b.ns):
         return la.get("IFLA_LINK_NETNSID") is None and lb.get("IFLA_LINK_NETNSID") is None
-    return (la.get("IFLA_LINK_NETNSID") is not None
-            and la.get("IFLA_LINK_NETNSID") == _netnsid(nl.get(a.ns), b.ns)
-            and lb.get("IFLA_LINK_NETNSID") == _netnsid(nl.get(b.ns), a.ns))
+    return (la.get("IFLA_LINK_NETNSID") is not None and lb.get("IFLA_LINK_NETNSID") is not None
+            and la.get("IFLA_LINK_NETNSID") == _netnsid(nl, a.ns, b.ns))
 
 
 def ensure_veth(nl, a, b, apply):
@@ -280,19 +323,43 @@ def ensure_veth(nl, a, b, apply):
         for ipr, msg in ((ipr_a, la), (ipr_b, lb)):
             if msg is not None:
                 delete(ipr, msg)
-        with NamespaceFd(b.ns) as fd:
-            ipr_a.link("add", ifname=a.name, kind="veth", peer={"ifname": b.name, "net_ns_fd": fd})
+        _create_veth(nl, a, b)
         la, lb = find(ipr_a, a.name), find(ipr_b, b.name)
         if la is None or lb is None:
             raise OverlayError("the kernel did not create veth %s <-> %s" % (a.name, b.name))
-        ensure_attributes(ipr_a, la, a, True)
-        ensure_attributes(ipr_b, lb, b, True)
+        ensure_attributes(ipr_a, la, a, True, fresh=True)
+        ensure_attributes(ipr_b, lb, b, True, fresh=True)
         return actions, find(ipr_a, a.name), find(ipr_b, b.name)
     actions += ensure_attributes(ipr_a, la, a, apply)
     actions += ensure_attributes(ipr_b, lb, b, apply)
     if apply and actions:
         la, lb = find(ipr_a, a.name), find(ipr_b, b.name)
     return actions, la, lb
+
+
+def _create_veth(nl, a, b):
+    """Create the pair with as much of both specs as one RTM_NEWLINK takes: names, namespaces,
+    MTUs and MACs of both ends, and master and up state of the end created in the socket's own
+    namespace (the kernel applies neither to the peer). That end is the one with a master, so a
+    bridge port is on its bridge from the start. ensure_attributes then sets what is left (the
+    peer's up state, addresses) and repairs anything the kernel did not take."""
+    main, peer = (b, a) if b.master and not a.master else (a, b)
+    kwargs = dict(_created_attributes(main), kind="veth")
+    if main.master:
+        kwargs["master"] = bridge_index(nl.get(main.ns), main.master, main.f("master"))
+    if main.up:
+        kwargs["state"] = "up"
+    with NamespaceFd(peer.ns) as fd:
+        nl.get(main.ns).link("add", peer=dict(_created_attributes(peer), net_ns_fd=fd), **kwargs)
+
+
+def _created_attributes(spec):
+    attrs = {"ifname": spec.name}
+    if spec.mtu is not None:
+        attrs["mtu"] = spec.mtu
+    if spec.mac is not None:
+        attrs["address"] = spec.mac
+    return attrs
 
 
 def _would_set(spec):

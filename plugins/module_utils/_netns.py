@@ -7,6 +7,7 @@ so every socket is opened with flags=0.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 
@@ -135,16 +136,40 @@ def same_namespace(a, b):
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
+def identity(ns):
+    """A key equal for two namespaces exactly when same_namespace says so (for a dict or a set:
+    comparing each of n endpoints with every other costs n squared stats)."""
+    try:
+        st = os.stat(ns.path or "/proc/self/ns/net")
+    except OSError:
+        return ("path", ns.path)
+    return (st.st_dev, st.st_ino)
+
+
 def inode(ns):
     st = os.stat(ns.path or "/proc/self/ns/net")
     return st.st_ino
 
 
 class Netlink:
-    """One IPRoute socket per namespace for the whole run; close them all at the end."""
+    """One IPRoute socket per namespace for the whole run; close them all at the end.
+
+    Until the run's first write, link and address reads are served from one dump per namespace
+    (see ``Snapshot``): a re-run with nothing to change reads each namespace once. The first write
+    anywhere ends that for every namespace (deleting a veth end changes its peer's namespace too),
+    and from then on every read goes to the kernel, as it always did."""
 
     def __init__(self):
         self._sockets = {}
+        self.snapshots = True
+        self.netnsids = {}  # (namespace path, other's path) -> nsid, read once until a write
+
+    def wrote(self):
+        if self.snapshots:
+            self.snapshots = False
+            for sock in self._sockets.values():
+                sock.drop()
+        self.netnsids = {}
 
     def __enter__(self):
         return self
@@ -157,13 +182,15 @@ class Netlink:
         sock = self._sockets.get(key)
         if sock is None:
             try:
-                sock = IPRoute() if ns.is_host else _socket_in(ns.path)
+                sock = Snapshot(IPRoute() if ns.is_host else _socket_in(ns.path), self)
             except (OSError, NetlinkError) as e:
                 raise OverlayError("cannot open %s: %s" % (ns.describe(), e))
             self._sockets[key] = sock
         return sock
 
     def forget(self, ns):
+        """Close the socket of a namespace about to go; the peers of its veths go with it."""
+        self.wrote()
         sock = self._sockets.pop(ns.path, None)
         if sock is not None:
             sock.close()
@@ -175,6 +202,92 @@ class Netlink:
             except Exception:  # closing is best effort; the run's result is already decided
                 pass
         self._sockets = {}
+
+
+READS = {"get", "dump", "show"}
+
+
+class Snapshot:
+    """An IPRoute socket whose link and address reads come from one dump while ``owner.snapshots``.
+
+    ``link("get", ifname=...)``/``link("get", index=...)``, ``get_links()`` and ``get_addr(index=...)``
+    answer from the namespace's links and addresses as dumped at the first read (a missing name
+    raises ENODEV, as the kernel does). A write to links, addresses, routes or bridge ports
+    (``link("set")``, ``addr("add")``, ``brport("set")``, ...) tells the owner, which drops every
+    snapshot before the write goes out. FDB and neighbour entries are neither links nor addresses:
+    writing them changes nothing a snapshot holds. ``fdb("dump")`` (whole or for one ``ifindex``)
+    is served from one dump as well (anti-spoofing and the peer sync both read the overlay
+    namespace's), until a write to the FDB here or to any link (a port's own entries come and go
+    with it). Every other call goes to the socket unchanged."""
+
+    def __init__(self, ipr, owner):
+        self._ipr = ipr
+        self._owner = owner
+        self._links = None  # (by name, by index)
+        self._addrs = None
+        self._fdb = None
+
+    def __getattr__(self, name):
+        return getattr(self._ipr, name)
+
+    def drop(self):
+        self._links = self._addrs = self._fdb = None
+
+    def _link_maps(self):
+        if self._links is None:
+            msgs = self._ipr.get_links()
+            self._links = ({m.get("IFLA_IFNAME"): m for m in msgs}, {m["index"]: m for m in msgs})
+        return self._links
+
+    def _write(self, cmd):
+        if cmd not in READS:
+            self._owner.wrote()
+
+    def link(self, cmd, **kwargs):
+        if cmd == "get" and self._owner.snapshots and len(kwargs) == 1 and ("ifname" in kwargs or "index" in kwargs):
+            by_name, by_index = self._link_maps()
+            msg = by_name.get(kwargs["ifname"]) if "ifname" in kwargs else by_index.get(kwargs["index"])
+            if msg is None:
+                raise NetlinkError(errno.ENODEV, "No such device")
+            return [msg]
+        self._write(cmd)
+        return self._ipr.link(cmd, **kwargs)
+
+    def get_links(self, *args, **kwargs):
+        if self._owner.snapshots and not args and not kwargs:
+            return list(self._link_maps()[1].values())
+        return self._ipr.get_links(*args, **kwargs)
+
+    def get_addr(self, **kwargs):
+        if self._owner.snapshots and set(kwargs) <= {"index"}:
+            if self._addrs is None:
+                self._addrs = self._ipr.get_addr()
+            return [m for m in self._addrs if "index" not in kwargs or m["index"] == kwargs["index"]]
+        return self._ipr.get_addr(**kwargs)
+
+    def addr(self, cmd, *args, **kwargs):
+        self._write(cmd)
+        return self._ipr.addr(cmd, *args, **kwargs)
+
+    def route(self, cmd, *args, **kwargs):
+        self._write(cmd)
+        return self._ipr.route(cmd, *args, **kwargs)
+
+    def brport(self, cmd, *args, **kwargs):
+        self._write(cmd)
+        return self._ipr.brport(cmd, *args, **kwargs)
+
+    def fdb(self, cmd, *args, **kwargs):
+        if cmd == "dump" and self._owner.snapshots and not args and set(kwargs) <= {"ifindex"}:
+            if self._fdb is None:
+                self._fdb = list(self._ipr.fdb("dump"))
+            return [m for m in self._fdb if "ifindex" not in kwargs or m["ifindex"] == kwargs["ifindex"]]
+        if cmd not in READS:
+            self._fdb = None
+        return self._ipr.fdb(cmd, *args, **kwargs)
+
+    def close(self):
+        self._ipr.close()
 
 
 def _socket_in(path):

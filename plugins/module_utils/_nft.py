@@ -9,6 +9,7 @@ so no ``ip netns exec`` is needed. Modules and the peers service are single-thre
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -45,9 +46,29 @@ def _run(ns, argv, stdin=None):
         os.close(fd)
 
 
+# Tables read inside reads_once(), by (namespace path, family, table); emptied by every apply.
+_READS = {"depth": 0, "tables": {}}
+
+
+@contextlib.contextmanager
+def reads_once():
+    """Within this block each table is listed once until something is applied: a module run
+    checks the VXLAN table three times (guard, gateway, VTEP sync), and a run with nothing to
+    change needs one ``nft -j list`` per table. Only for one run under the host lock: a
+    long-lived process must read again on its next pass."""
+    _READS["depth"] += 1
+    try:
+        yield
+    finally:
+        _READS["depth"] -= 1
+        if not _READS["depth"]:
+            _READS["tables"].clear()
+
+
 def apply(ns, script, what):
     """Load ``script`` (nft syntax) as one transaction in ``ns`` (None: the host). All or nothing:
     a script the kernel refuses changes nothing, and the error says ``what`` failed and why."""
+    _READS["tables"].clear()
     r = _run(ns, [binary(), "-f", "-"], stdin=script)
     if r.returncode != 0:
         raise OverlayError("nftables refused %s in %s: %s" % (
@@ -56,10 +77,18 @@ def apply(ns, script, what):
 
 def ruleset(ns, family=None, table=None):
     """The ruleset (or one table) as nft's JSON list of objects; [] when the table does not exist."""
+    key = (None if ns is None else ns.path, family, table)
+    if _READS["depth"] and table and key in _READS["tables"]:
+        return _READS["tables"][key]
     argv = [binary(), "-j", "list"] + (["table", family, table] if table else ["ruleset"])
     r = _run(ns, argv)
     if r.returncode != 0:
         if table and "No such file or directory" in r.stderr:
-            return []
-        raise OverlayError("nft could not list the ruleset: %s" % r.stderr.strip())
-    return json.loads(r.stdout or "{}").get("nftables", [])
+            objects = []
+        else:
+            raise OverlayError("nft could not list the ruleset: %s" % r.stderr.strip())
+    else:
+        objects = json.loads(r.stdout or "{}").get("nftables", [])
+    if _READS["depth"] and table:
+        _READS["tables"][key] = objects
+    return objects

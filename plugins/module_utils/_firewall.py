@@ -205,6 +205,12 @@ def _gateway_script(bridges, block_host):
     return "\n".join(lines) + "\n"
 
 
+def gateway_blocked(name):
+    """Whether bridge ``name`` is in the gateway table's block_host set now (for diffs)."""
+    have = _table("inet", GATEWAY_TABLE)
+    return bool(have) and name in set(have["sets"].get("block_host", ()))
+
+
 def ensure_gateway(gw, block_host, apply):
     """The gateway bridge ``gw`` (a _gateway.Gateway): no hairpin forwarding; host addresses blocked
     from it when ``block_host``; its name and subnet added to the VXLAN table's gateway sets (so

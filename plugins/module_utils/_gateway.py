@@ -93,6 +93,28 @@ def ensure(nl, gw, run_command, apply):
     return actions
 
 
+def diff(nl, gw, run_command, apply):
+    """``ensure`` with a diff field by field, the way --diff shows it: the bridge as it was (exists,
+    addresses, up, forwarding, NAT rules, host addresses blocked) and as the run leaves it (in
+    check mode: as it would). Returns (actions, {"before": ..., "after": ...})."""
+    host = _netns.resolve(None, None)
+    ipr = nl.get(host)
+    br = _links.view(ipr, _links.find(ipr, gw.name), None)
+    blocked = _firewall.gateway_blocked(gw.name)
+    actions = ensure(nl, gw, run_command, apply)
+    before = {"exists": br is not None, "addresses": br["addresses"] if br else [],
+              "up": bool(br) and br["state"] == "up",
+              # ensure() names exactly what was missing: a sysctl line, an iptables line per missing rule.
+              "ip_forward": not any(a.startswith("sysctl net.ipv4.ip_forward") for a in actions),
+              "nat": not any(a.startswith("iptables ") for a in actions),
+              "block_host": blocked}
+    after = {"exists": True, "addresses": [str(gw.address)], "up": True, "ip_forward": True, "nat": True,
+             "block_host": gw.block_host}
+    if br and set(br["addresses"]) - {str(gw.address)}:
+        after["addresses"] = sorted(set(br["addresses"]) | {str(gw.address)})  # others are left alone
+    return actions, {"before": {"bridge": before}, "after": {"bridge": after, "actions": actions}}
+
+
 def isolate_port(ipr, msg, apply, where):
     """No traffic between the bridge's ports: each port is isolated. The flag comes with the
     port's own link message (bridge slave data), so no dump of every port is needed."""

@@ -147,10 +147,14 @@ def present(nl, store, layout, record, index, networks, underlay, req, settings,
     return result(record, actions, underlay, peers, before, nl=nl, endpoints=endpoints)
 
 
-def register_host(store, layout, underlay, check_mode):
+def register_host(store, layout, underlay, check_mode, seen=None):
+    """This host's record (name, VTEP, interface). ``seen``, a dict, receives the fields as they
+    were and as they are now, for a diff."""
     key = layout.host(underlay.host)
     have = store.value(key)
     want = {"host": underlay.host, "vtep": underlay.vtep, "interface": underlay.interface}
+    if seen is not None:
+        seen.update(before={k: have.get(k) for k in want} if isinstance(have, dict) else None, after=want)
     if have is not None and {k: have.get(k) for k in want} == want:
         return []
     if not check_mode:

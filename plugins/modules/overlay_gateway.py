@@ -101,13 +101,12 @@ def main():
         gw = _gateway.from_params({"gateway_bridge": module.params["name"], "gateway_subnet": module.params["subnet"],
                                   "gateway_block_host": module.params["block_host"]})
         with _netns.Netlink() as nl:
-            actions = _gateway.ensure(nl, gw, module.run_command, apply=not module.check_mode)
+            actions, diff = _gateway.diff(nl, gw, module.run_command, apply=not module.check_mode)
             ipr = nl.get(_netns.resolve(None, None))
             bridge = _links.view(ipr, _links.find(ipr, gw.name), None)
     except OverlayError as e:
         fail(module, e)
-    module.exit_json(changed=bool(actions), actions=actions, bridge=bridge,
-                     diff={"before": {"actions": []}, "after": {"actions": actions}})
+    module.exit_json(changed=bool(actions), actions=actions, bridge=bridge, diff=diff)
 
 
 if __name__ == "__main__":

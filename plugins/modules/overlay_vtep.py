@@ -82,13 +82,14 @@ def main():
         store = _consul.Consul(settings)
         with _netns.Netlink() as nl:
             underlay = _underlay.local(nl.get(_netns.resolve(None, None)), module.params, settings["host"])
-        actions = _network.register_host(store, _keys.Layout(settings["prefix"]), underlay, module.check_mode)
+        seen = {}
+        actions = _network.register_host(store, _keys.Layout(settings["prefix"]), underlay, module.check_mode, seen)
     except OverlayError as e:
         fail(module, e)
     module.exit_json(changed=bool(actions), actions=actions,
                      host={"name": underlay.host, "vtep": underlay.vtep, "interface": underlay.interface,
                            "underlay_mtu": underlay.mtu, "max_overlay_mtu": underlay.max_overlay_mtu},
-                     diff={"before": {"actions": []}, "after": {"actions": actions}})
+                     diff={"before": {"host": seen["before"]}, "after": {"host": seen["after"], "actions": actions}})
 
 
 if __name__ == "__main__":

@@ -5,6 +5,15 @@ from __future__ import annotations
 
 class ModuleDocFragment:
     DOCUMENTATION = r"""
+# Every module that takes these options is in group/overlay.vxlan.consul (meta/runtime.yml).
+attributes:
+  action_group:
+    support: full
+    membership:
+      - overlay.vxlan.consul
+    details:
+      - "Set the Consul connection options (and O(host), O(vtep)) once for a play:
+        C(module_defaults: {group/overlay.vxlan.consul: {consul_host: ..., consul_token: ...}})."
 options:
   consul_host:
     description:

@@ -24,20 +24,13 @@ author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - overlay.vxlan.consul  # before actiongroups: its action_group values win the merge
   - ansible.builtin.action_common_attributes.actiongroups
-  - overlay.vxlan.consul
   - overlay.vxlan.host
   - overlay.vxlan.gateway
 requirements:
   - pyroute2 >= 0.9 and py-consul on the target host; root; iptables for the gateway bridge's NAT
 attributes:
-  action_group:
-    support: full
-    membership:
-      - overlay.vxlan.consul
-    details:
-      - "Set the Consul connection options (and O(host), O(vtep)) once for a play:
-        C(module_defaults: {group/overlay.vxlan.consul: {consul_host: ..., consul_token: ...}})."
   check_mode:
     support: full
   diff_mode:

@@ -19,20 +19,13 @@ author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - overlay.vxlan.consul  # before actiongroups: its action_group values win the merge
   - ansible.builtin.action_common_attributes.actiongroups
-  - overlay.vxlan.consul
   - overlay.vxlan.host
   - overlay.vxlan.gateway
 requirements:
   - py-consul on the target host; pyroute2 and root for O(verify)
 attributes:
-  action_group:
-    support: full
-    membership:
-      - overlay.vxlan.consul
-    details:
-      - "Set the Consul connection options (and O(host), O(vtep)) once for a play:
-        C(module_defaults: {group/overlay.vxlan.consul: {consul_host: ..., consul_token: ...}})."
   check_mode:
     support: full
     details: The module never changes anything.

@@ -15,6 +15,29 @@ def seed_vars(networks=None, endpoints=None):
     return {"networks": networks or [DEMONET], "endpoints": endpoints or {}}
 
 
+def together(*calls):
+    """Run each call in a thread of its own, all started before any is waited for (the races the
+    tests provoke); returns their results in order and re-raises the first exception."""
+    import threading
+    results, errors = [None] * len(calls), [None] * len(calls)
+
+    def run(i, call):
+        try:
+            results[i] = call()
+        except BaseException as e:  # noqa: BLE001 - handed to the caller below
+            errors[i] = e
+
+    threads = [threading.Thread(target=run, args=(i, c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
+
+
 def kv(lab, prefix="overlay/"):
     """Every key under prefix with its decoded JSON value."""
     _index, items = lab.consul_client().kv.get(prefix, recurse=True)

@@ -22,7 +22,7 @@ BATCHES, PER_BATCH = 4, 8
 
 
 def _get(lab, name, path):
-    fwd = getattr(lab, "_cluster_fwd", {}).get(name)
+    fwd = lab._cluster_fwd.get(name)  # one forwarder per server (the fixture starts the map)
     if fwd is None:
         fwd = lab._cluster_fwd[name] = lab.forward(SERVERS[name], CONSUL_PORT)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -4,11 +4,10 @@ Each test asserts the refusal or the recovery AND that nothing else changed."""
 from __future__ import annotations
 
 import subprocess
-import threading
 
 import pytest
 
-from overlay_helpers import PLAYBOOKS, kernel_snapshot, kv, ns_exec, overlay_ns, ping_eventually
+from overlay_helpers import PLAYBOOKS, kernel_snapshot, kv, ns_exec, overlay_ns, ping_eventually, together
 
 STEPS = str(PLAYBOOKS / "steps.yml")
 
@@ -106,29 +105,19 @@ def test_attach_after_removal_on_another_host_is_refused_and_leaves_nothing(lab)
     # Removal on docker0 and attach on docker1 at once, many times: whichever commits first wins,
     # and never both (no endpoint record or claim under a network that is gone).
     for _round in range(4):
-        out = {}
-
-        def remove():
-            out["rm"] = steps(lab, net={"docker0": [{"name": "gone", "state": "absent"}]}, limit="docker0")
-
-        def attach():
-            out["at"] = steps(lab, ep={"docker1": [{"network": "gone", "name": "RA", "namespace": "ra"}]},
-                              limit="docker1")
-
-        threads = [threading.Thread(target=remove), threading.Thread(target=attach)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        removed, attached = together(
+            lambda: steps(lab, net={"docker0": [{"name": "gone", "state": "absent"}]}, limit="docker0"),
+            lambda: steps(lab, ep={"docker1": [{"network": "gone", "name": "RA", "namespace": "ra"}]},
+                          limit="docker1"))
         records = kv(lab)
         network = net_key(records, "gone")
         if network is None:
             assert not [k for k in records if "/endpoints/" in k or "/ipam/" in k or "/macs/" in k
                         or "/gateway-ipam/" in k], records
-            assert only(out["at"], "docker1", "Endpoint")["status"] == "failed"
+            assert only(attached, "docker1", "Endpoint")["status"] == "failed"
         else:
             assert not network.get("removing")
-            assert only(out["rm"], "docker0", "Network")["kept_in_store"] in (True, False)
+            assert only(removed, "docker0", "Network")["kept_in_store"] in (True, False)
         steps(lab, ep={"docker1": [{"network": "gone", "name": "RA", "state": "absent"}]}, limit="docker1")
         steps(lab, net={"docker0": [{"name": "gone", "subnet": "10.64.0.0/24"}],
                         "docker1": [{"name": "gone", "subnet": "10.64.0.0/24"}]})
@@ -272,21 +261,10 @@ def test_attach_racing_detach_of_the_same_endpoint_never_orphans_interfaces(lab)
     nets = [{"name": "churn", "subnet": "10.70.0.0/24"}]
     steps(lab, net={"docker0": nets}, limit="docker0")
     for _round in range(6):
-        out = {}
-
-        def attach():
-            out["a"] = steps(lab, ep={"docker0": [{"network": "churn", "name": "R", "namespace": "rd"}]},
-                             limit="docker0")
-
-        def detach():
-            out["d"] = steps(lab, ep={"docker0": [{"network": "churn", "name": "R", "state": "absent"}]},
-                             limit="docker0")
-
-        threads = [threading.Thread(target=attach), threading.Thread(target=detach)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        together(lambda: steps(lab, ep={"docker0": [{"network": "churn", "name": "R", "namespace": "rd"}]},
+                               limit="docker0"),
+                 lambda: steps(lab, ep={"docker0": [{"network": "churn", "name": "R", "state": "absent"}]},
+                               limit="docker0"))
         records = kv(lab)
         network = net_key(records, "churn")
         has_record = "overlay/v1/endpoints/%s/R" % network["id"] in records
@@ -339,21 +317,11 @@ def test_attach_racing_a_forced_removal_on_the_same_host_ends_in_a_clear_result(
     eps = [{"name": "F%d" % i, "namespace": "f%d" % i} for i in range(4)]
     for _round in range(4):
         steps(lab, net={"docker0": [net]}, limit="docker0")
-        out = {}
-
-        def attach():
-            out["a"] = steps(lab, ep={"docker0": [{"network": "doomed", "endpoints": eps}]}, limit="docker0")
-
-        def remove():
-            out["r"] = steps(lab, net={"docker0": [{"name": "doomed", "state": "absent", "force": True}]},
-                             limit="docker0")
-
-        threads = [threading.Thread(target=attach), threading.Thread(target=remove)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        outcome = (only(out["a"], "docker0", "Endpoint"), only(out["r"], "docker0", "Network"))
+        attached, removed = together(
+            lambda: steps(lab, ep={"docker0": [{"network": "doomed", "endpoints": eps}]}, limit="docker0"),
+            lambda: steps(lab, net={"docker0": [{"name": "doomed", "state": "absent", "force": True}]},
+                          limit="docker0"))
+        outcome = (only(attached, "docker0", "Endpoint"), only(removed, "docker0", "Network"))
         print("round %d: attach %s, removal %s" % (_round, outcome[0]["status"], outcome[1]["status"]),
               outcome[0].get("msg", ""), outcome[1].get("msg", ""))
         for res in outcome:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from overlay_helpers import DEMONET, PLAYBOOKS, kv, ns_exec, ping, seed_vars
+from overlay_helpers import DEMONET, PLAYBOOKS, kv, ns_exec, ping, seed_vars, together
 
 SEED = str(PLAYBOOKS / "overlay_seed.yml")
 
@@ -64,7 +64,6 @@ def test_a_sync_from_an_older_read_never_removes_newer_peers(lab_factory, collec
     # Issue 12 section 5: docker0's 25-endpoint attach runs while docker1 attaches 5; a module sync
     # based on a read taken before docker1's records landed removed them and the service never put
     # them back. With the peers service on both hosts, both tables match Consul soon after both runs.
-    import threading
     lab = lab_factory()
     d0, d1 = lab.hosts["docker0"], lab.hosts["docker1"]
     for i in range(25):
@@ -96,14 +95,9 @@ def test_a_sync_from_an_older_read_never_removes_newer_peers(lab_factory, collec
          {"network": "busy", "endpoints": [{"name": "B%d" % i, "namespace": "b%d" % i} for i in range(5, 10)]}),
     ]
     for n, (task0, task1) in enumerate(rounds):
-        runs = {}
-        threads = [threading.Thread(target=lambda h=h, t=t: runs.__setitem__(h, lab.ansible_playbook(
-            SEED, extra_vars=seed_vars([net], {h: [t]}), limit=h))) for h, t in (("docker0", task0), ("docker1", task1))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for r in runs.values():
+        runs = together(*[lambda h=h, t=t: lab.ansible_playbook(SEED, extra_vars=seed_vars([net], {h: [t]}), limit=h)
+                          for h, t in (("docker0", task0), ("docker1", task1))])
+        for r in runs:
             r.assert_ok()
         # Well inside the service's periodic full resync (30 s): only a correct sync order passes.
         assert wait_until(tables_match, timeout=5), "round %d: docker0 %s / docker1 %s" % (

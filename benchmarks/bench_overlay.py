@@ -383,7 +383,7 @@ class Bench:
         hb = self.lab.hosts[B]
         watcher = self.lab._spawn("peers", hb.name, hb.nsenter_cmd() + [
             "env", "PYTHONPATH=" + self.collections_path, str(PY), "-m",
-            "ansible_collections.overlay.vxlan.plugins.module_utils._watch",
+            "ansible_collections.overlay.vxlan.agent",
             "--host", B, "--vtep", "eth0", "--consul-host", self.consul_ip])
         runs = []
         try:
@@ -728,7 +728,7 @@ METHODS = {
     "bringup": "tests/integration/playbooks/overlay_seed.yml (Networks, Endpoints, Peers on both hosts), wall clock "
                "from before ansible-playbook until the first ping -c1 -W0.2 from docker1's container to "
                "docker0's answers; namespaces pre-created; fresh network per repeat, removed afterwards",
-    "join": "the network exists on both hosts and the peers service (module_utils/_watch.py) runs on docker1; "
+    "join": "the network exists on both hosts and the agent's peers sync (agent/peers.py) runs on docker1; "
             "overlay_endpoint's main() runs on docker0 (module_driver.py, no SSH: like the docker CLI talking to "
             "dockerd), then ping -c1 -W0.2 from docker1's container until it answers; wall clock from before the "
             "attach to the first answer",

@@ -90,7 +90,7 @@ def test_a_leader_killed_mid_batch_fails_no_run(cluster, collection_path):
     for host in (d0, d1):
         lab._spawn("peers", host.name, host.nsenter_cmd() + [
             "env", "PYTHONPATH=" + collection_path, str(lab.venv / "bin" / "python"), "-m",
-            "ansible_collections.overlay.vxlan.plugins.module_utils._watch",
+            "ansible_collections.overlay.vxlan.agent",
             "--host", host.name, "--vtep", "eth0", "--consul-host", SERVERS[talk]])
     results = {}
 

@@ -247,7 +247,7 @@ def test_peers_service_heals_after_a_partition(lab_factory, collection_path):
     try:
         watcher = lab._spawn("peers", d1.name, d1.nsenter_cmd() + [
             "env", "PYTHONPATH=" + collection_path, str(lab.venv / "bin" / "python"), "-m",
-            "ansible_collections.overlay.vxlan.plugins.module_utils._watch",
+            "ansible_collections.overlay.vxlan.agent",
             "--host", "docker1", "--vtep", "eth0", "--consul-host", "127.0.0.1", "--consul-port", "18500"])
         log_path = lab._log_path("peers", "docker1")
         # Let it settle into its blocking query, then cut docker1 off from Consul.

@@ -27,7 +27,7 @@ def test_watcher_adds_and_removes_remote_endpoints(lab_factory, collection_path)
         {"network": "demonet", "endpoints": [{"name": "C1", "namespace": "c1"}]}]})).assert_ok()
     watcher = lab._spawn("peers", d1.name, d1.nsenter_cmd() + [
         "env", "PYTHONPATH=" + collection_path, str(lab.venv / "bin" / "python"), "-m",
-        "ansible_collections.overlay.vxlan.plugins.module_utils._watch",
+        "ansible_collections.overlay.vxlan.agent",
         "--host", "docker1", "--vtep", "eth0", "--consul-host", "10.0.0.5"])
     demonet = kv(lab)["overlay/v1/networks/demonet"]
     ns = "ovl-" + demonet["id"][:12]
@@ -75,7 +75,7 @@ def test_a_sync_from_an_older_read_never_removes_newer_peers(lab_factory, collec
     for host in (d0, d1):
         lab._spawn("peers", host.name, host.nsenter_cmd() + [
             "env", "PYTHONPATH=" + collection_path, str(lab.venv / "bin" / "python"), "-m",
-            "ansible_collections.overlay.vxlan.plugins.module_utils._watch",
+            "ansible_collections.overlay.vxlan.agent",
             "--host", host.name, "--vtep", "eth0", "--consul-host", "10.0.0.5"])
     ns = "ovl-" + kv(lab)["overlay/v1/networks/busy"]["id"][:12]
 

@@ -25,7 +25,7 @@ PLAYBOOK = str(PLAYBOOKS / "secrets.yml")
 PRIVATE = ["/etc/sysctl.d", "/etc/consul.d", "/etc/consul", "/var/lib/consul", "/etc/systemd/system",
            "/etc/overlay-vxlan", "/opt/overlay-vxlan", "/usr/local/sbin"]
 SCANNED = [d for d in PRIVATE if d != "/usr/local/sbin"]
-UNIT = "/etc/systemd/system/overlay-vxlan-peers.service"
+UNIT = "/etc/systemd/system/overlay-vxlan-agent.service"
 
 # systemctl stand-in (simulated hosts have no systemd): every unit is loaded, enabled and running.
 FAKE_SYSTEMCTL = """#!/bin/sh

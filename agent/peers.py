@@ -1,12 +1,12 @@
 # Copyright (c) overlay.vxlan developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Keep vxlan0's peers in step with Consul between Ansible runs: the role of Docker's serf events.
+"""The agent's peers sync: vxlan0's peers follow Consul between Ansible runs (Docker's serf events).
 
-A long-running loop (the overlay-vxlan-peers service that the overlay_host role installs) holds a
-Consul blocking query on the endpoints prefix; whenever it changes, every network that has a
-namespace on this host gets its FDB and neighbour entries synced with the same code the modules use.
-
-    python -m ansible_collections.overlay.vxlan.plugins.module_utils._watch --host docker1 --vtep eth0
+A long-running loop holds a Consul blocking query on the store; whenever it changes, every network
+that has a namespace on this host gets its FDB and neighbour entries synced with the same engine
+code the modules use (``_peers``, ``_antispoof``, ``_firewall``, ``_overlay_ns``). Full passes (the
+first, and each periodic resync) also run the garbage collection (``_gc``) unless it is switched off.
+Started by ``python -m ansible_collections.overlay.vxlan.agent`` (agent/__main__.py).
 """
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def _wait_or_heal(settings, store, root, index, wait):
         raise value
 
 
-def run(params, log=_log, once=False, wait="30s", clock=time.monotonic):
+def run(params, log=_log, once=False, wait="30s", clock=time.monotonic, gc=True):
     """Sync, then wait for a change (or ``wait``: a periodic full resync), forever.
 
     Consul going away is logged once; the service then checks every BACKOFF_MAX seconds at most,
@@ -171,7 +171,7 @@ def run(params, log=_log, once=False, wait="30s", clock=time.monotonic):
             with _hostlock.HostLock(), _netns.Netlink() as nl:
                 underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
                 # Garbage collection on the first pass and on every periodic resync, not on every change.
-                for action in sync_once(nl, store, layout, underlay, once=problems, gc=full_pass,
+                for action in sync_once(nl, store, layout, underlay, once=problems, gc=gc and full_pass,
                                         gc_grace=params.get("gc_grace", _gc.DEFAULT_GRACE)):
                     log(action)
             if down_since is not None:
@@ -209,30 +209,3 @@ def _until_alive(store):
         if store.alive():
             return
         delay = min(delay * 2, BACKOFF_MAX)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", help="this host's name in the store (default: hostname)")
-    parser.add_argument("--vtep", help="underlay interface or address")
-    parser.add_argument("--consul-host")
-    parser.add_argument("--consul-port", type=int)
-    parser.add_argument("--consul-scheme", choices=["http", "https"])
-    parser.add_argument("--consul-token")
-    parser.add_argument("--consul-ca-cert")
-    parser.add_argument("--consul-prefix", default="overlay")
-    parser.add_argument("--once", action="store_true", help="sync once and exit")
-    parser.add_argument("--consul-timeout", type=float, default=3,
-                        help="seconds for each Consul request (default 3: a silent Consul is noticed fast)")
-    parser.add_argument("--wait", type=float, default=30,
-                        help="seconds each blocking query waits; a full resync follows each (default 30)")
-    args = parser.parse_args(argv)
-    params = {"host": args.host, "vtep": args.vtep, "consul_host": args.consul_host, "consul_port": args.consul_port,
-              "consul_scheme": args.consul_scheme, "consul_token": args.consul_token,
-              "consul_ca_cert": args.consul_ca_cert, "consul_validate_certs": None, "consul_timeout": args.consul_timeout,
-              "consul_prefix": args.consul_prefix}
-    return run(params, once=args.once, wait=args.wait)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

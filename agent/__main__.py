@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ansible_collections.overlay.vxlan.agent import peers
+import signal
+import threading
+
+from ansible_collections.overlay.vxlan.agent import docker, peers
 from ansible_collections.overlay.vxlan.plugins.module_utils import _gc
 
 
@@ -37,6 +40,13 @@ def parser():
                    help="no garbage collection on the full passes of the peers sync")
     p.add_argument("--gc-grace", type=float, default=_gc.DEFAULT_GRACE,
                    help="seconds an orphan or a claim without a record waits before release (default %(default)s)")
+    p.add_argument("--docker-plugin", action="store_true",
+                   help="serve Docker's NetworkDriver and IpamDriver (driver and IPAM name overlay.vxlan)")
+    p.add_argument("--docker-socket", default=docker.DEFAULT_SOCKET, help="the plugin's socket (default %(default)s)")
+    p.add_argument("--docker-host", default="unix:///run/docker.sock",
+                   help="Docker's API, read for network names (default %(default)s)")
+    p.add_argument("--state-dir", default=docker.DEFAULT_STATE_DIR,
+                   help="where this host's Docker network map is kept (default %(default)s)")
     p.add_argument("--once", action="store_true", help="sync once (with garbage collection) and exit")
     return p
 
@@ -51,10 +61,36 @@ def params_of(args):
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    if not args.peers:
+    params = params_of(args)
+    if not (args.peers or args.docker_plugin):
         sys.stderr.write("overlay-vxlan-agent: every component is switched off; nothing to do\n")
         return 2
-    return peers.run(params_of(args), once=args.once, wait=args.wait, gc=args.gc)
+    if args.once:
+        return peers.run(params, once=True, gc=args.gc)
+    server = None
+    if args.docker_plugin:
+        plugin = docker.Plugin(params, state_dir=args.state_dir, docker_host=args.docker_host, log=peers._log)
+        server = docker.serve(plugin, args.docker_socket)
+        peers._log("docker plugin listening on %s" % args.docker_socket)
+    stop = threading.Event()
+
+    def on_signal(signum, frame):
+        stop.set()
+        if server is not None:  # no stale socket: dockerd would wait on it for 15 s
+            docker.close(server, args.docker_socket)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        if args.peers:
+            return peers.run(params, wait=args.wait, gc=args.gc)
+        while not stop.wait(3600):
+            pass
+        return 0
+    finally:
+        if server is not None and not stop.is_set():
+            docker.close(server, args.docker_socket)
 
 
 if __name__ == "__main__":

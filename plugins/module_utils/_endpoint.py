@@ -16,6 +16,7 @@ from ansible_collections.overlay.vxlan.plugins.module_utils._errors import Overl
 
 OVERLAY_END = "ve-%s"   # the overlay namespace's end of eth0, on br0
 GATEWAY_END = "gw-%s"   # the host's end of eth1, on the gateway bridge
+HANDOFF_END = "vc-%s"  # a handed-off endpoint's container end, in the host namespace until the runtime moves it
 CHUNK = _records.CHUNK
 
 
@@ -36,6 +37,15 @@ class Item:
             raise OverlayError("must differ from the overlay interface name %s" % self.ifname,
                                field + "gateway_ifname")
         self.ip = None
+        # A runtime that moves the interface into the container itself (Docker's Join): the inner end
+        # stays in the host namespace under ``ifname``, bare (the runtime sets address, MAC, name).
+        self.handoff = bool(raw.get("handoff"))
+        if self.handoff:
+            self.ns = _netns.resolve(None, None)
+        # An address the runtime's IPAM step claimed before the endpoint existed (Docker's
+        # RequestAddress): (claim key, index), taken over in the transaction that creates the record.
+        self.pending = raw.get("pending")
+        self.endpoint_id = raw.get("id")  # the runtime's own endpoint id (Docker's EndpointID), if any
 
     def f(self, option):
         return self.field + option
@@ -54,7 +64,8 @@ def items_from(params):
                                    field + "network")
     elif params.get("name") is not None:  # an empty name is refused as a name, below
         raws = [(dict(name=params["name"], namespace=params.get("namespace"), ip=params.get("ip"),
-                      mac=params.get("mac")), "")]
+                      mac=params.get("mac"), handoff=params.get("handoff"), pending=params.get("pending"),
+                      id=params.get("endpoint_id")), "")]
     else:
         raise OverlayError("one of name or endpoints is required", "name")
     items = [Item(raw, field, defaults) for raw, field in raws]
@@ -77,7 +88,8 @@ def run(params, check_mode, run_command):
     with _hostlock.HostLock(), _netns.Netlink() as nl, _nft.reads_once():
         underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
         network, index = _records.lookup(store, layout, params["network"])
-        gw = None if network["internal"] else _gateway.from_params(params)
+        # egress "runtime": the container runtime gives egress (Docker's docker_gwbridge), not ours.
+        gw = None if network["internal"] or params.get("egress") == "runtime" else _gateway.from_params(params)
         if gw is not None and present:  # the gateway subnet must not overlap the overlay or the underlay
             _validate.no_overlap(gw.subnet, network["subnet"], "gateway_subnet",
                                  "the subnet %s of network %s" % (network["subnet"], network["name"]))
@@ -106,7 +118,7 @@ def validate_items(nl, network, items, existing, claims, macs, underlay, gw, for
             raise OverlayError("is required to attach endpoint %s" % item.name, item.f("namespace"))
         _netns.check_exists(item.ns, item.f("namespace"))
         ns_id = _netns.identity(item.ns)
-        if ns_id == host_id:
+        if ns_id == host_id and not item.handoff:
             raise OverlayError("%s is this host's own network namespace; an endpoint needs a namespace of its own "
                                "(a container's)" % item.ns.describe(), item.f("namespace"))
         if ns_id in overlay_ids:
@@ -145,7 +157,7 @@ def validate_items(nl, network, items, existing, claims, macs, underlay, gw, for
                 raise OverlayError("endpoint %s already has MAC %s; remove it first to change it"
                                    % (item.name, record["mac"]), item.f("mac"))
             continue
-        if item.ip is not None:
+        if item.ip is not None and not item.pending:
             owner = claims.get(str(item.ip))
             if owner is not None:
                 raise OverlayError("%s is already taken by endpoint %s of network %s"
@@ -186,7 +198,7 @@ def check_interfaces(nl, network, gw, item, record, overlay_ns, force):
             ("gateway_ifname", item.gw_ifname, _netns.resolve(None, None), GATEWAY_END)]
     for option, ifname, port_ns, pattern in ends:
         msg = _links.find(ipr, ifname)
-        if option == "gateway_ifname" and gw is None and msg is None:
+        if option == "gateway_ifname" and gw is None and (msg is None or item.handoff):
             continue
         port_spec = _links.LinkSpec(port_ns, pattern % short, "") if short else None
         port = _links.find(nl.get(port_ns), port_spec.name) if short and port_ns.exists() else None
@@ -215,7 +227,7 @@ def new_records_builder(network, gw, underlay, new_items):
         for item in chunk:
             if item.name in existing:
                 raise OverlayError("endpoint %s was created by another run meanwhile" % item.name, item.f("name"))
-            if item.ip is not None and str(item.ip) in claims:
+            if item.ip is not None and str(item.ip) in claims and not item.pending:
                 raise OverlayError("%s was taken by endpoint %s meanwhile" % (item.ip, claims[str(item.ip)]),
                                    item.f("ip"))
             if item.mac is not None and item.mac in macs:
@@ -237,8 +249,13 @@ def new_records_builder(network, gw, underlay, new_items):
                 raise OverlayError("the MAC %s derived from %s is used by endpoint %s; give this endpoint an ip or "
                                    "a mac" % (mac, ip, macs[mac]), item.f("mac"))
             record = _keys.endpoint_record(network, item.name, ip, mac, underlay.host, underlay.vtep,
-                                           item.ifname, next(gw_ips) if gw else None, item.ns.spec)
+                                           item.ifname, next(gw_ips) if gw else None, item.ns.spec,
+                                           endpoint_id=item.endpoint_id)
             record["gateway_ifname"] = item.gw_ifname if gw else None
+            if item.handoff:
+                record["handoff"] = True
+            if item.pending:
+                record["_pending"] = list(item.pending)  # popped by _records._claim_ops, never stored
             records.append(record)
         return records
 
@@ -249,6 +266,11 @@ def link_specs(record, network, gw, target_ns, overlay_ns):
     """eth0 <-> ve-* on br0, and unless internal eth1 <-> gw-* on the gateway bridge."""
     ip = ipaddress.ip_interface("%s/%d" % (record["ip"], record["prefixlen"]))
     short = record["id"][:10]
+    if record.get("handoff"):  # the runtime moves, renames and addresses it: only MTU and MAC here
+        inner = _links.LinkSpec(_netns.resolve(None, None), record["ifname"], "", mtu=network["mtu"],
+                                mac=record["mac"])
+        return [(inner, _links.LinkSpec(overlay_ns, OVERLAY_END % short, "", mtu=network["mtu"],
+                                        master=_overlay_ns.BRIDGE, up=True))]
     pairs = [(
         _links.LinkSpec(target_ns, record["ifname"], "", mtu=network["mtu"], mac=record["mac"],
                         addresses=[ip], up=True),

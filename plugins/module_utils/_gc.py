@@ -81,7 +81,7 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
             _remove_ports(nl, network, value, apply)
             deletes.append((key, index, value))
             continue
-        if _alive(nl, network, value):
+        if alive(nl, network, value):
             continue
         if not value.get("orphaned_at") and grace > 0:
             found("record", key, "its interfaces are gone (container removed without a detach?)",
@@ -142,7 +142,7 @@ def _forget_released(nl, layout, underlay, networks, records, deletes):
             _antispoof.reconcile(nl, networks[net_id][0], remaining, underlay.vtep, True)
 
 
-def _alive(nl, network, record):
+def alive(nl, network, record):
     ns = _overlay_ns.namespace(network)
     if not ns.exists() or not _netns.is_netns(ns.path):
         return False

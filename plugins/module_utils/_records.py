@@ -232,7 +232,9 @@ def endpoint_keys(layout, record):
 
 def _claim_ops(layout, network, record):
     owner = {"endpoint": record["name"], "id": record["id"], "at": _keys.now()}
-    ops = [_consul.op_create(layout.ip_claim(network["id"], record["ip"]), owner),
+    pending = record.pop("_pending", None)  # an address claimed ahead (claim_address): taken over here
+    ops = [_consul.op_delete_cas(pending[0], pending[1])] if pending else []
+    ops += [_consul.op_create(layout.ip_claim(network["id"], record["ip"]), owner),
            _consul.op_create(layout.mac_claim(network["id"], record["mac"]), owner)]
     if record.get("gateway_ip"):
         ops.append(_consul.op_create(layout.gateway_claim(record["host"], record["gateway_ip"]),
@@ -348,6 +350,75 @@ def release(store, layout, records, indexes=None):
             errors.append(e)
     if errors:
         raise errors[0]
+
+
+def claim_address(store, layout, network, network_index, host, ip=None, field="ip"):
+    """Claim one address ahead of its endpoint (Docker's IpamDriver.RequestAddress comes before
+    CreateEndpoint and names no endpoint). The claim holds ``pending: host`` and no endpoint; the
+    attach that follows takes it over in the transaction that creates the record (Item.pending),
+    and one never taken over is released by ReleaseAddress or, after the grace period, by the
+    garbage collection. Checks the network record like every endpoint claim. Returns
+    (ip, claim key, ModifyIndex)."""
+    net = ipaddress.ip_network(network["subnet"])
+    if ip is not None:
+        ip = _validate.ipv4_in(ip, net, field)
+        if str(ip) == network["gateway"]:
+            raise OverlayError("%s is the gateway address of network %s" % (ip, network["name"]), field)
+    token = _keys.new_id()
+    net_key = layout.network(network["name"])
+
+    def read():
+        current, index = read_network(store, layout, network["name"])
+        if current is None or current.get("id") != network["id"]:
+            raise OverlayError("network %s is gone" % network["name"], "network")
+        usable(current)
+        if index != network_index:
+            raise OverlayError("network %s changed meanwhile; try again" % network["name"], "network")
+        return read_endpoint_state(store, layout, network, host)
+
+    def build(state, attempt):
+        _existing, claims, macs = state[:3]
+        if ip is not None:
+            if str(ip) in claims:
+                raise OverlayError("%s is already taken by endpoint %s of network %s"
+                                   % (ip, claims[str(ip)] or "(an address being attached)", network["name"]), field)
+            chosen = ip
+        else:
+            reserved = set(claims) | {network["gateway"]} | {a for a in map(_keys.ip_for, macs) if a is not None}
+            chosen = _allocate.free_addresses(net, reserved, 1, randomize=_allocate.spread(attempt), field=field)[0]
+        key = layout.ip_claim(network["id"], chosen)
+        value = {"endpoint": None, "pending": host, "id": token, "at": _keys.now()}
+        return [_consul.op_check_index(net_key, network_index), _consul.op_create(key, value)], (chosen, key)
+
+    def settle(result):
+        index = _settled_value(store, result[1], token)
+        return None if index is None else {result[1]: index}
+
+    (chosen, key), indexes = _allocate.claim(store, read, build, "an address in network %s" % network["name"],
+                                             settle)
+    return chosen, key, indexes[key]
+
+
+def pending_claim(store, layout, network, ip, host):
+    """(key, index) of this host's claim_address claim on ``ip``, or None."""
+    key = layout.ip_claim(network["id"], ip)
+    value, index = store.get(key)
+    if isinstance(value, dict) and value.get("endpoint") is None and value.get("pending") == host:
+        return key, index
+    return None
+
+
+def release_pending(store, layout, network, ip, host):
+    """Undo claim_address (ReleaseAddress): only this host's claim, and only while no endpoint took
+    it over. Returns True when a claim was released."""
+    found = pending_claim(store, layout, network, ip, host)
+    if found is None:
+        return False
+    try:
+        store.commit([_consul.op_delete_cas(found[0], found[1])])
+    except _consul.TxnConflict:
+        return False  # taken over or released meanwhile
+    return True
 
 
 def update_endpoint(store, layout, entry, record):

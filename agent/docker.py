@@ -1,0 +1,460 @@
+# Copyright (c) overlay.vxlan developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The agent's Docker door: Docker's legacy NetworkDriver and IpamDriver on one unix socket.
+
+    docker network create -d overlay.vxlan --ipam-driver overlay.vxlan --subnet 192.168.0.0/24 demonet
+
+Every call goes to the engine (``_records``, ``_endpoint``, ``_network``); nothing here allocates,
+touches netlink or knows the key layout. What this door adds is Docker's protocol
+(docs/docker.md, ../shared/reference/docker-plugin-protocol.md):
+
+- **One cluster network per subnet.** Drivers never learn a network's name, so a Docker network
+  maps to the overlay network holding exactly its subnet: every host's ``docker network create``
+  with that subnet joins the same network (same id, VNI, gateway; the PoolID is the subnet, the
+  gateway comes back from RequestPool so no host asks for a second one). ``-o name=NAME`` names
+  it explicitly (and is checked against Consul at create time); without it, a network that does
+  not exist yet in Consul takes the Docker network's name, read from Docker's API once Docker has
+  stored it. A subnet overlapping another overlay network's is refused at create time. The map of
+  this host's Docker NetworkIDs is persisted (``--state-dir``): dockerd replays no CreateNetwork.
+- **Addresses from Consul.** RequestAddress claims the address ahead (``_records.claim_address``:
+  no endpoint id arrives with it); CreateEndpoint takes the claim over in the transaction that
+  creates the endpoint record. ReleaseAddress frees a claim no endpoint took; one whose release
+  was lost is collected by the garbage collection.
+- **The container's side.** CreateEndpoint builds the veth pair (MTU, MAC 02:42 + IP unless
+  ``--mac-address`` was given) with the container end in the host namespace; Join hands it to
+  Docker, which moves, renames and addresses it. No gateway is returned: Docker's own
+  docker_gwbridge gives egress and ``-p`` (internal networks: DisableGatewayService).
+- Calls for ids this host does not know (Leave, DeleteEndpoint, DeleteNetwork, ReleaseAddress)
+  succeed, as Docker needs after crashes and restarts.
+"""
+from __future__ import annotations
+
+import http.client
+import http.server
+import ipaddress
+import json
+import os
+import socket
+import socketserver
+import subprocess
+import threading
+import time
+
+from ansible_collections.overlay.vxlan.plugins.module_utils import (
+    _consul, _endpoint, _hostlock, _keys, _netns, _network, _overlay_ns, _records, _underlay, _validate)
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
+
+PLUGIN_NAME = "overlay.vxlan"
+DEFAULT_SOCKET = "/run/docker/plugins/%s.sock" % PLUGIN_NAME
+DEFAULT_STATE_DIR = "/var/lib/overlay-vxlan"
+POOL_PREFIX = PLUGIN_NAME + "/"
+GATEWAY_TYPE = "com.docker.network.gateway"
+NAME_OPTIONS = ("name", PLUGIN_NAME + ".name")
+
+
+class Refused(Exception):
+    """An answer Docker shows its user (``Err`` for the network driver, ``Error`` for IPAM)."""
+
+
+def _message(exc):
+    if isinstance(exc, OverlayError):
+        return "overlay.vxlan: %s" % exc.message if exc.field is None else "overlay.vxlan: %s: %s" % (
+            exc.field, exc.message)
+    return "overlay.vxlan: %s" % exc
+
+
+class NetworkMap:
+    """This host's Docker NetworkID -> cluster network, persisted as JSON (0600, atomic rename)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.lock = threading.Lock()
+        try:
+            with open(path) as f:
+                self.data = json.load(f)
+        except (OSError, ValueError):
+            self.data = {}
+
+    def get(self, docker_id):
+        with self.lock:
+            entry = self.data.get(docker_id)
+            return dict(entry) if entry else None
+
+    def put(self, docker_id, entry):
+        with self.lock:
+            self.data[docker_id] = entry
+            self._save()
+
+    def pop(self, docker_id):
+        with self.lock:
+            entry = self.data.pop(docker_id, None)
+            if entry is not None:
+                self._save()
+            return entry
+
+    def _save(self):
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        tmp = "%s.%d.tmp" % (self.path, os.getpid())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.data, f, indent=1, sort_keys=True)
+        os.rename(tmp, self.path)
+
+
+def docker_network_name(docker_host, network_id, timeout=10.0):
+    """The name Docker stored for ``network_id`` (asked after CreateNetwork returned), or None."""
+    path = docker_host[len("unix://"):] if docker_host.startswith("unix://") else docker_host
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = _UnixHTTPConnection(path, timeout=2)
+            conn.request("GET", "/networks/%s" % network_id)
+            resp = conn.getresponse()
+            body = resp.read()
+            conn.close()
+            if resp.status == 200:
+                return json.loads(body).get("Name")
+        except (OSError, ValueError, http.client.HTTPException):
+            pass
+        time.sleep(0.05)
+    return None
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout=2):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def _run_command(args, check_rc=False):
+    proc = subprocess.run(args, capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+class Plugin:
+    """The protocol's calls as methods; ``call(path, body)`` dispatches. Thread-safe: Docker calls
+    concurrently, and the engine takes the host lock for every kernel change."""
+
+    def __init__(self, params, state_dir=DEFAULT_STATE_DIR, docker_host="unix:///run/docker.sock", log=None):
+        self.params = dict(params)
+        self.settings = _consul.connection_settings(self.params)
+        self.layout = _keys.Layout(self.settings["prefix"])
+        self.networks = NetworkMap(os.path.join(state_dir, "docker-networks.json"))
+        self.docker_host = docker_host
+        self.log = log or (lambda text: None)
+        with _netns.Netlink() as nl:
+            self.host = _underlay.local(nl.get(_netns.resolve(None, None)), self.params, self.settings["host"]).host
+        self.lock = threading.Lock()
+
+    def store(self):
+        return _consul.Consul(self.settings)
+
+    def call(self, path, body):
+        method = path.strip("/").replace(".", "_")
+        handler = getattr(self, method, None)
+        ipam = path.strip("/").startswith("IpamDriver.")
+        if handler is None or not (method.startswith(("Plugin_", "NetworkDriver_", "IpamDriver_"))):
+            return 404, {"Err": "overlay.vxlan does not implement %s" % path}
+        try:
+            return 200, handler(body or {})
+        except (Refused, OverlayError) as e:
+            self.log("%s refused: %s" % (path, _message(e)))
+            return 200, {"Error" if ipam else "Err": _message(e)}
+        except Exception as e:  # noqa: BLE001 - Docker shows the message; the agent keeps serving
+            self.log("%s failed: %s: %s" % (path, type(e).__name__, e))
+            return 200, {"Error" if ipam else "Err": "overlay.vxlan: %s: %s" % (type(e).__name__, e)}
+
+    # ------------------------------------------------------------------ activation, capabilities
+    def Plugin_Activate(self, body):
+        return {"Implements": ["NetworkDriver", "IpamDriver"]}
+
+    def NetworkDriver_GetCapabilities(self, body):
+        # "global" fails on 20.10 and 23.0 without swarm; the cluster-wide part is ours.
+        return {"Scope": "local", "ConnectivityScope": "global"}
+
+    def IpamDriver_GetCapabilities(self, body):
+        return {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+
+    def IpamDriver_GetDefaultAddressSpaces(self, body):
+        return {"LocalDefaultAddressSpace": PLUGIN_NAME, "GlobalDefaultAddressSpace": PLUGIN_NAME}
+
+    # ------------------------------------------------------------------ IPAM
+    def _by_subnet(self, store, subnet, field="subnet"):
+        """The overlay network holding exactly ``subnet``, or None; refuses an overlap."""
+        exact = None
+        for record in _records.all_networks(store, self.layout).values():
+            other = ipaddress.ip_network(record["subnet"])
+            if other == subnet:
+                exact = record
+            elif other.overlaps(subnet):
+                raise OverlayError("%s overlaps %s of overlay network %s" % (subnet, other, record["name"]), field)
+        return exact
+
+    @staticmethod
+    def _pool_subnet(pool_id):
+        if not isinstance(pool_id, str) or not pool_id.startswith(POOL_PREFIX):
+            raise Refused("pool %r is not one of overlay.vxlan's" % (pool_id,))
+        return ipaddress.ip_network(pool_id[len(POOL_PREFIX):])
+
+    def IpamDriver_RequestPool(self, body):
+        if body.get("V6"):
+            raise Refused("IPv6 pools are not supported; create the network without --ipv6")
+        if not body.get("Pool"):
+            raise Refused("give the network a subnet (docker network create --subnet ...): it names the "
+                          "overlay network every host shares")
+        if body.get("SubPool"):
+            raise Refused("--ip-range is not supported: addresses come from the whole subnet, cluster-wide")
+        subnet = _validate.overlay_subnet(body["Pool"], "subnet")
+        record = self._by_subnet(self.store(), subnet)
+        gateway = record["gateway"] if record else str(next(subnet.hosts()))
+        return {"PoolID": POOL_PREFIX + str(subnet), "Pool": str(subnet),
+                "Data": {GATEWAY_TYPE: "%s/%d" % (gateway, subnet.prefixlen)}}
+
+    def IpamDriver_ReleasePool(self, body):
+        return {}  # the network stays in Consul while any host uses it: removal is overlay_network's
+
+    def IpamDriver_RequestAddress(self, body):
+        subnet = self._pool_subnet(body.get("PoolID"))
+        wanted = body.get("Address") or None
+        store = self.store()
+        record = self._by_subnet(store, subnet)
+        if (body.get("Options") or {}).get("RequestAddressType") == GATEWAY_TYPE:  # --gateway
+            if record is not None and wanted and wanted != record["gateway"]:
+                raise Refused("gateway: overlay network %s has gateway %s, not %s"
+                              % (record["name"], record["gateway"], wanted))
+            gateway = wanted or (record["gateway"] if record else str(next(subnet.hosts())))
+            return {"Address": "%s/%d" % (gateway, subnet.prefixlen), "Data": {}}
+        if record is None:
+            raise Refused("no overlay network holds %s yet" % subnet)
+        index = store.get(self.layout.network(record["name"]))[1]
+        ip, _key, _index = _records.claim_address(store, self.layout, record, index, self.host, wanted)
+        return {"Address": "%s/%d" % (ip, subnet.prefixlen), "Data": {}}
+
+    def IpamDriver_ReleaseAddress(self, body):
+        try:
+            subnet = self._pool_subnet(body.get("PoolID"))
+        except (Refused, ValueError):
+            return {}
+        store = self.store()
+        record = self._by_subnet(store, subnet)
+        ip = body.get("Address")
+        if record is not None and ip and ip != record["gateway"]:
+            _records.release_pending(store, self.layout, record, ip, self.host)
+        return {}
+
+    # ------------------------------------------------------------------ networks
+    def _engine_params(self, **extra):
+        return dict(self.params, **extra)
+
+    def NetworkDriver_CreateNetwork(self, body):
+        docker_id = body.get("NetworkID")
+        options = body.get("Options") or {}
+        generic = options.get("com.docker.network.generic") or {}
+        v4 = body.get("IPv4Data") or []
+        if body.get("IPv6Data"):
+            raise Refused("IPv6 is not supported")
+        if len(v4) != 1 or not v4[0].get("Pool"):
+            raise Refused("give exactly one IPv4 subnet (--subnet) and --ipam-driver overlay.vxlan")
+        subnet = _validate.overlay_subnet(v4[0]["Pool"], "subnet")
+        gateway = (v4[0].get("Gateway") or "").split("/")[0] or None
+        name = next((generic[k] for k in NAME_OPTIONS if generic.get(k)), None)
+        internal = bool(options.get("com.docker.network.internal") or generic.get("internal") in ("true", True))
+        mtu = generic.get("com.docker.network.driver.mtu")
+        store = self.store()
+        record = self._by_subnet(store, subnet)
+        if record is not None and name and name != record["name"]:
+            raise Refused("name: %s belongs to overlay network %s, not %s" % (subnet, record["name"], name))
+        if record is None and name:
+            existing = _records.read_network(store, self.layout, name)[0]
+            if existing is not None:
+                raise Refused("subnet: overlay network %s has subnet %s, not %s" % (name, existing["subnet"], subnet))
+        entry = {"subnet": str(subnet), "gateway": gateway, "internal": internal, "mtu": mtu,
+                 "name": record["name"] if record else name}
+        if entry["name"]:
+            self._ensure_cluster_network(entry)
+            self.networks.put(docker_id, entry)
+        else:  # Docker stores the name after this call returns: read it then, and create the network
+            self.networks.put(docker_id, entry)
+            threading.Thread(target=self._name_later, args=(docker_id,), daemon=True).start()
+        return {}
+
+    def _ensure_cluster_network(self, entry):
+        """The overlay network in Consul (created when missing) and this host's part of it."""
+        params = self._engine_params(name=entry["name"], state="present", subnet=entry["subnet"],
+                                     gateway=entry.get("gateway"), internal=entry.get("internal") or None,
+                                     mtu=int(entry["mtu"]) if entry.get("mtu") else None, gc=False)
+        result = _network.run(params, False)
+        entry["id"] = result["network"]["id"]
+        # An internal overlay stays internal whatever Docker was told: no docker_gwbridge at Join.
+        entry["internal"] = bool(result["network"].get("internal") or entry.get("internal"))
+        return result["network"]
+
+    def _name_later(self, docker_id):
+        entry = self.networks.get(docker_id)
+        name = docker_network_name(self.docker_host, docker_id)
+        if entry is None or name is None:
+            self.log("docker network %s: its name could not be read from Docker; the first endpoint tries again"
+                     % docker_id[:12])
+            return
+        self._resolve(docker_id, entry, name)
+
+    def _resolve(self, docker_id, entry, name):
+        with self.lock:
+            current = self.networks.get(docker_id)
+            if current is None or current.get("id"):
+                return current
+            current["name"] = name
+            try:
+                self._ensure_cluster_network(current)
+            except OverlayError as e:
+                current["error"] = _message(e)
+                self.log("docker network %s (%s): %s" % (name, docker_id[:12], current["error"]))
+                current["name"] = None
+            self.networks.put(docker_id, current)
+            return current
+
+    def _mapped(self, docker_id):
+        entry = self.networks.get(docker_id)
+        if entry is None:
+            return None
+        if not entry.get("id"):
+            name = docker_network_name(self.docker_host, docker_id, timeout=2.0)
+            entry = self._resolve(docker_id, entry, name) if name else entry
+            if not entry.get("id"):
+                raise Refused(entry.get("error") or "docker network %s is not mapped to an overlay network yet"
+                              % docker_id[:12])
+        return entry
+
+    def NetworkDriver_DeleteNetwork(self, body):
+        entry = self.networks.pop(body.get("NetworkID"))
+        if entry and entry.get("id") and not any(e.get("id") == entry["id"] for e in self.networks.data.values()):
+            try:  # this host's part goes when no endpoint of this host is left; Consul keeps the network
+                record = _records.lookup(self.store(), self.layout, entry["id"])[0]
+                local = [e for e in self.store().values(self.layout.endpoints(record["id"]))
+                         if isinstance(e, dict) and e.get("host") == self.host]
+                if not local:
+                    with _hostlock.HostLock(), _netns.Netlink() as nl:
+                        _overlay_ns.remove(nl, record, apply=True)
+            except OverlayError:
+                pass
+        return {}
+
+    # ------------------------------------------------------------------ endpoints
+    def NetworkDriver_CreateEndpoint(self, body):
+        entry = self._mapped(body.get("NetworkID"))
+        if entry is None:
+            raise Refused("network %s is unknown to this host's agent" % str(body.get("NetworkID"))[:12])
+        endpoint_id = body.get("EndpointID")
+        iface = body.get("Interface") or {}
+        if not iface.get("Address"):
+            raise Refused("the endpoint has no IPv4 address: use --ipam-driver overlay.vxlan")
+        ip = iface["Address"].split("/")[0]
+        mac = iface.get("MacAddress") or None
+        store = self.store()
+        record, _index = _records.lookup(store, self.layout, entry["id"])
+        pending = _records.pending_claim(store, self.layout, record, ip, self.host)
+        params = self._engine_params(network=record["name"], name=endpoint_id, endpoint_id=endpoint_id, ip=ip,
+                                     mac=mac, handoff=True, pending=pending, ifname=_endpoint.HANDOFF_END % endpoint_id[:10],
+                                     egress="runtime", state="present")
+        _endpoint.run(params, False, _run_command)
+        return {} if mac else {"Interface": {"MacAddress": _keys.mac_for(ip)}}
+
+    def NetworkDriver_EndpointOperInfo(self, body):
+        return {"Value": {}}
+
+    def NetworkDriver_DeleteEndpoint(self, body):
+        entry = self.networks.get(body.get("NetworkID"))
+        if entry is None or not entry.get("id"):
+            return {}
+        try:
+            record = _records.lookup(self.store(), self.layout, entry["id"])[0]
+        except OverlayError:
+            return {}  # the network is gone from Consul: nothing of this endpoint is left there
+        _endpoint.run(self._engine_params(network=record["name"], name=body.get("EndpointID"), state="absent"),
+                      False, _run_command)
+        return {}
+
+    def NetworkDriver_Join(self, body):
+        entry = self._mapped(body.get("NetworkID"))
+        if entry is None:
+            raise Refused("network %s is unknown to this host's agent" % str(body.get("NetworkID"))[:12])
+        endpoint_id = body.get("EndpointID") or ""
+        return {"InterfaceName": {"SrcName": _endpoint.HANDOFF_END % endpoint_id[:10], "DstPrefix": "eth"},
+                "DisableGatewayService": bool(entry.get("internal"))}
+
+    def NetworkDriver_Leave(self, body):
+        return {}
+
+    def NetworkDriver_DiscoverNew(self, body):
+        return {}
+
+    def NetworkDriver_DiscoverDelete(self, body):
+        return {}
+
+    def NetworkDriver_ProgramExternalConnectivity(self, body):
+        return {}
+
+    def NetworkDriver_RevokeExternalConnectivity(self, body):
+        return {}
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw.strip() else {}  # Activate and GetCapabilities come EMPTY
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) and body is not None:
+            body = None
+        if body is None:
+            status, reply = 400, {"Err": "overlay.vxlan: the request body is not a JSON object"}
+        else:
+            status, reply = self.server.plugin.call(self.path, body)
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/vnd.docker.plugins.v1.2+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def address_string(self):
+        return "docker"
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def serve(plugin, path=DEFAULT_SOCKET):
+    """Listen on ``path`` (a stale socket from a crash is replaced) until shutdown(); returns the server."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    server = _Server(path, _Handler)
+    os.chmod(path, 0o660)
+    server.plugin = plugin
+    threading.Thread(target=server.serve_forever, daemon=True, name="docker-plugin").start()
+    return server
+
+
+def close(server, path=DEFAULT_SOCKET):
+    server.shutdown()
+    server.server_close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

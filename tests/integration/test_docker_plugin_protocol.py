@@ -1,0 +1,185 @@
+"""The agent's Docker door, driven over its unix socket exactly as dockerd calls it (empty bodies,
+``Err`` vs ``Error``, the call order of docker network create / docker run / docker rm), with a
+real Consul, real netlink on two simulated hosts and real packets. The test plays dockerd's part
+of Join (move the handed-off end into the container, name it eth0, address it)."""
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+
+from overlay_helpers import kv, ns_exec, ping
+
+SUBNET = "192.168.0.0/24"
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=30)
+        self.path_ = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(30)
+        self.sock.connect(self.path_)
+
+
+def call(sock, method, body=None):
+    conn = UnixHTTP(sock)
+    data = b"" if body is None else json.dumps(body).encode()
+    conn.request("POST", "/" + method, body=data,
+                 headers={"Content-Type": "application/vnd.docker.plugins.v1.2+json"})
+    resp = conn.getresponse()
+    out = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 200, (method, resp.status, out)
+    return out
+
+
+def wait_until(predicate, timeout=10.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def start_agent(lab, host, collection_path, tmp_path):
+    sock = str(tmp_path / ("%s.sock" % host.name))
+    proc = lab._spawn("agent", host.name, host.nsenter_cmd() + [
+        "env", "PYTHONPATH=" + collection_path, str(lab.venv / "bin" / "python"), "-m",
+        "ansible_collections.overlay.vxlan.agent", "--host", host.name, "--vtep", "eth0",
+        "--consul-host", "10.0.0.5", "--docker-plugin", "--docker-socket", sock,
+        "--state-dir", str(tmp_path / ("state-" + host.name)), "--docker-host", "unix://" + str(tmp_path / "none")])
+    assert wait_until(lambda: _answers(sock), timeout=20), "the agent's socket did not answer"
+    return sock, proc
+
+
+def _answers(sock):
+    try:
+        return call(sock, "Plugin.Activate") == {"Implements": ["NetworkDriver", "IpamDriver"]}
+    except OSError:
+        return False
+
+
+def docker_network_create(sock, network_id, name="demonet", subnet=SUBNET):
+    pool = call(sock, "IpamDriver.RequestPool", {"AddressSpace": "overlay.vxlan", "Pool": subnet, "Options": {},
+                                                 "V6": False})
+    assert "Error" not in pool, pool
+    gateway = pool["Data"]["com.docker.network.gateway"]
+    created = call(sock, "NetworkDriver.CreateNetwork", {
+        "NetworkID": network_id, "Options": {"com.docker.network.generic": {"name": name}},
+        "IPv4Data": [{"AddressSpace": "overlay.vxlan", "Pool": subnet, "Gateway": gateway}], "IPv6Data": []})
+    return pool, created
+
+
+def docker_run(host, sock, network_id, endpoint_id, pool_id, ns, ip=""):
+    addr = call(sock, "IpamDriver.RequestAddress", {"PoolID": pool_id, "Address": ip, "Options": {}})
+    if "Error" in addr:
+        return addr
+    ep = call(sock, "NetworkDriver.CreateEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id,
+                                                     "Options": {}, "Interface": {"Address": addr["Address"],
+                                                                                  "AddressIPv6": "", "MacAddress": ""}})
+    if "Err" in ep:
+        return ep
+    assert call(sock, "NetworkDriver.EndpointOperInfo", {"NetworkID": network_id, "EndpointID": endpoint_id}) == \
+        {"Value": {}}
+    join = call(sock, "NetworkDriver.Join", {"NetworkID": network_id, "EndpointID": endpoint_id,
+                                             "SandboxKey": "/var/run/docker/netns/x", "Options": {}})
+    src = join["InterfaceName"]["SrcName"]
+    assert join["InterfaceName"]["DstPrefix"] == "eth" and "Gateway" not in join
+    # dockerd's part: move, rename, address, MAC (the one CreateEndpoint returned), up
+    host.run(["ip", "link", "set", src, "netns", ns])
+    ns_exec(host, ns, ["ip", "link", "set", src, "name", "eth0"], check=True)
+    ns_exec(host, ns, ["ip", "addr", "add", addr["Address"], "dev", "eth0"], check=True)
+    ns_exec(host, ns, ["ip", "link", "set", "eth0", "address", ep["Interface"]["MacAddress"], "up"], check=True)
+    return {"address": addr["Address"], "mac": ep["Interface"]["MacAddress"]}
+
+
+def test_docker_calls_build_one_cluster_network_and_reach_across_hosts(lab_factory, collection_path, tmp_path):
+    lab = lab_factory()
+    d0, d1 = lab.hosts["docker0"], lab.hosts["docker1"]
+    s0, _a0 = start_agent(lab, d0, collection_path, tmp_path)
+    s1, a1 = start_agent(lab, d1, collection_path, tmp_path)
+    # Capabilities arrive with empty bodies.
+    assert call(s0, "NetworkDriver.GetCapabilities")["Scope"] == "local"
+    assert call(s0, "IpamDriver.GetCapabilities") == {"RequiresMACAddress": False, "RequiresRequestReplay": False}
+    assert "LocalDefaultAddressSpace" in call(s0, "IpamDriver.GetDefaultAddressSpaces")
+
+    # docker network create on both hosts: one network in Consul, the same PoolID and gateway.
+    pool0, created0 = docker_network_create(s0, "a" * 64)
+    pool1, created1 = docker_network_create(s1, "b" * 64)
+    assert created0 == {} and created1 == {}, (created0, created1)
+    assert pool0["PoolID"] == pool1["PoolID"] and pool0["Data"] == pool1["Data"] == \
+        {"com.docker.network.gateway": "192.168.0.1/24"}
+    store = kv(lab)
+    nets = [v for k, v in store.items() if k.startswith("overlay/v1/networks/")]
+    assert [n["name"] for n in nets] == ["demonet"] and nets[0]["subnet"] == SUBNET
+
+    # A conflicting definition is refused at create time: another subnet for the name, an overlap.
+    _pool, refused = docker_network_create(s1, "c" * 64, subnet="192.168.1.0/24")
+    assert "subnet" in refused.get("Err", ""), refused
+    overlap = call(s1, "IpamDriver.RequestPool", {"Pool": "192.168.0.0/25", "Options": {}, "V6": False})
+    assert "overlaps" in overlap.get("Error", ""), overlap
+
+    # docker run --ip 192.168.0.100 on docker0, and without --ip on docker1.
+    d0.add_netns("c0")
+    d1.add_netns("c1")
+    c0 = docker_run(d0, s0, "a" * 64, "e0" * 32, pool0["PoolID"], "c0", ip="192.168.0.100")
+    assert c0 == {"address": "192.168.0.100/24", "mac": "02:42:c0:a8:00:64"}, c0
+    c1 = docker_run(d1, s1, "b" * 64, "e1" * 32, pool1["PoolID"], "c1")
+    assert c1["address"] != c0["address"], c1
+    # the same --ip anywhere else is refused, naming the address
+    taken = call(s1, "IpamDriver.RequestAddress", {"PoolID": pool1["PoolID"], "Address": "192.168.0.100",
+                                                   "Options": {}})
+    assert "192.168.0.100" in taken.get("Error", "") and "taken" in taken["Error"], taken
+    outside = call(s1, "IpamDriver.RequestAddress", {"PoolID": pool1["PoolID"], "Address": "10.9.9.9",
+                                                     "Options": {}})
+    assert "Error" in outside, outside
+
+    store = kv(lab)
+    net_id = nets[0]["id"]
+    rec0 = store["overlay/v1/endpoints/%s/%s" % (net_id, "e0" * 32)]
+    assert rec0["ip"] == "192.168.0.100" and rec0["host"] == "docker0" and rec0["id"] == "e0" * 32
+    assert store["overlay/v1/ipam/%s/192.168.0.100" % net_id]["endpoint"] == "e0" * 32  # taken over
+    assert wait_until(lambda: ping(d1, "c1", "192.168.0.100", wait=1), timeout=10), "c1 cannot reach c0"
+    link = ns_exec(d0, "c0", ["ip", "-j", "link", "show", "eth0"], check=True).stdout
+    assert json.loads(link)[0]["mtu"] == nets[0]["mtu"]
+
+    # docker rm -f c0: Leave, DeleteEndpoint, ReleaseAddress; docker1 drops the peer within a second.
+    ns = "ovl-" + net_id[:12]
+    assert call(s0, "NetworkDriver.Leave", {"NetworkID": "a" * 64, "EndpointID": "e0" * 32}) == {}
+    t0 = time.monotonic()
+    assert call(s0, "NetworkDriver.DeleteEndpoint", {"NetworkID": "a" * 64, "EndpointID": "e0" * 32}) == {}
+    assert call(s0, "IpamDriver.ReleaseAddress", {"PoolID": pool0["PoolID"], "Address": "192.168.0.100"}) == {}
+    assert wait_until(lambda: "02:42:c0:a8:00:64" not in ns_exec(d1, ns, ["bridge", "fdb", "show", "dev",
+                                                                          "vxlan0"]).stdout, timeout=5)
+    dropped = time.monotonic() - t0
+    store = kv(lab)
+    assert not [k for k in store if "192.168.0.100" in k or ("e0" * 32) in k], sorted(store)
+    assert dropped < 1.5, dropped
+
+    # An address whose endpoint never came is released by ReleaseAddress; unknown ids all succeed.
+    spare = call(s0, "IpamDriver.RequestAddress", {"PoolID": pool0["PoolID"], "Address": "", "Options": {}})
+    ip = spare["Address"].split("/")[0]
+    assert any(k.endswith("/" + ip) for k in kv(lab))
+    assert call(s0, "IpamDriver.ReleaseAddress", {"PoolID": pool0["PoolID"], "Address": ip}) == {}
+    assert not any(k.endswith("/" + ip) for k in kv(lab))
+    for method in ("NetworkDriver.Leave", "NetworkDriver.DeleteEndpoint"):
+        assert call(s0, method, {"NetworkID": "f" * 64, "EndpointID": "9" * 64}) == {}
+    assert call(s0, "NetworkDriver.DeleteNetwork", {"NetworkID": "f" * 64}) == {}
+    assert call(s0, "IpamDriver.ReleaseAddress", {"PoolID": "overlay.vxlan/10.1.0.0/24", "Address": "10.1.0.5"}) == {}
+    assert call(s0, "IpamDriver.ReleasePool", {"PoolID": pool0["PoolID"]}) == {}
+
+    # The agent stops on SIGTERM without leaving its socket behind (dockerd would wait 15 s on a
+    # stale one), and after a restart still answers for a NetworkID it never saw created.
+    a1.popen.terminate()
+    a1.popen.wait(timeout=10)
+    assert not (tmp_path / "docker1.sock").exists(), "a stale socket stayed behind"
+    s1, a1 = start_agent(lab, d1, collection_path, tmp_path)
+    d1.add_netns("c2")
+    c2 = docker_run(d1, s1, "b" * 64, "e2" * 32, pool1["PoolID"], "c2", ip="192.168.0.100")
+    assert c2["address"] == "192.168.0.100/24", c2  # the released address is free again
+    assert wait_until(lambda: ping(d1, "c2", c1["address"].split("/")[0], wait=1), timeout=5)

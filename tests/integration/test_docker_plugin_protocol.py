@@ -9,7 +9,7 @@ import json
 import socket
 import time
 
-from overlay_helpers import kv, ns_exec, ping
+from overlay_helpers import kv, ns_exec, ping, together
 
 SUBNET = "192.168.0.0/24"
 
@@ -46,13 +46,13 @@ def wait_until(predicate, timeout=10.0, step=0.05):
     return False
 
 
-def start_agent(lab, host, collection_path, tmp_path):
+def start_agent(lab, host, collection_path, tmp_path, extra=()):
     sock = str(tmp_path / ("%s.sock" % host.name))
     proc = lab._spawn("agent", host.name, host.nsenter_cmd() + [
         "env", "PYTHONPATH=" + collection_path, str(lab.venv / "bin" / "python"), "-m",
         "ansible_collections.overlay.vxlan.agent", "--host", host.name, "--vtep", "eth0",
         "--consul-host", "10.0.0.5", "--docker-plugin", "--docker-socket", sock,
-        "--state-dir", str(tmp_path / ("state-" + host.name)), "--docker-host", "unix://" + str(tmp_path / "none")])
+        "--state-dir", str(tmp_path / ("state-" + host.name)), "--docker-host", "unix://" + str(tmp_path / "none")] + list(extra))
     assert wait_until(lambda: _answers(sock), timeout=20), "the agent's socket did not answer"
     return sock, proc
 
@@ -183,3 +183,33 @@ def test_docker_calls_build_one_cluster_network_and_reach_across_hosts(lab_facto
     c2 = docker_run(d1, s1, "b" * 64, "e2" * 32, pool1["PoolID"], "c2", ip="192.168.0.100")
     assert c2["address"] == "192.168.0.100/24", c2  # the released address is free again
     assert wait_until(lambda: ping(d1, "c2", c1["address"].split("/")[0], wait=1), timeout=5)
+
+
+def test_parallel_docker_runs_on_two_hosts_never_share_an_address_and_lost_releases_are_collected(
+        lab_factory, collection_path, tmp_path):
+    lab = lab_factory()
+    d0, d1 = lab.hosts["docker0"], lab.hosts["docker1"]
+    # Full passes (with the garbage collection) every 2 s; claims without a record wait 3 s.
+    s0, _a0 = start_agent(lab, d0, collection_path, tmp_path, ["--wait", "2", "--gc-grace", "3"])
+    s1, _a1 = start_agent(lab, d1, collection_path, tmp_path, ["--wait", "2", "--gc-grace", "3"])
+    pool, _c = docker_network_create(s0, "a" * 64)
+    docker_network_create(s1, "b" * 64)
+    got = {s0: [], s1: []}
+
+    def requests(sock):
+        for _i in range(12):
+            got[sock].append(call(sock, "IpamDriver.RequestAddress",
+                                  {"PoolID": pool["PoolID"], "Address": "", "Options": {}}))
+
+    together(lambda: requests(s0), lambda: requests(s1))
+    answers = got[s0] + got[s1]
+    assert all("Address" in a for a in answers), answers
+    addresses = [a["Address"] for a in answers]
+    assert len(set(addresses)) == 24, sorted(addresses)
+    net_id = [v for k, v in kv(lab).items() if k.startswith("overlay/v1/networks/")][0]["id"]
+    claims = [k for k in kv(lab) if k.startswith("overlay/v1/ipam/%s/" % net_id)]
+    assert len(claims) == 24, claims
+    # Docker's ReleaseAddress never came (the agent was down when the containers stopped): the
+    # garbage collection releases the claims no endpoint took, after the grace period.
+    assert wait_until(lambda: not [k for k in kv(lab) if k.startswith("overlay/v1/ipam/%s/" % net_id)],
+                      timeout=20), "claims without an endpoint were not collected"

@@ -7,5 +7,7 @@ Components, each of which can be switched off on the command line (agent/__main_
 
 - peers (agent/peers.py): vxlan0's FDB and neighbour entries, anti-spoofing tables and the
   firewall follow Consul between Ansible runs;
-- gc: the garbage collection of plugins/module_utils/_gc.py on the peers sync's full passes.
+- gc: the garbage collection of plugins/module_utils/_gc.py on the peers sync's full passes;
+- docker (agent/docker.py): Docker's NetworkDriver and IpamDriver on one socket (docs/docker.md);
+- names (agent/names.py): a DNS server answering the cluster's endpoint names from Consul.
 """

@@ -16,7 +16,7 @@ import sys
 import signal
 import threading
 
-from ansible_collections.overlay.vxlan.agent import docker, peers
+from ansible_collections.overlay.vxlan.agent import docker, names, peers
 from ansible_collections.overlay.vxlan.plugins.module_utils import _gc
 
 
@@ -47,6 +47,10 @@ def parser():
                    help="Docker's API, read for network names (default %(default)s)")
     p.add_argument("--state-dir", default=docker.DEFAULT_STATE_DIR,
                    help="where this host's Docker network map is kept (default %(default)s)")
+    p.add_argument("--dns-listen", action="append", default=[], metavar="ADDRESS:PORT",
+                   help="serve the cluster's endpoint names on this UDP address (repeatable); none: no names")
+    p.add_argument("--dns-upstream", action="append", default=None, metavar="ADDRESS[:PORT]",
+                   help="where other names are relayed (repeatable; default the nameservers of /etc/resolv.conf)")
     p.add_argument("--once", action="store_true", help="sync once (with garbage collection) and exit")
     return p
 
@@ -62,7 +66,7 @@ def params_of(args):
 def main(argv=None):
     args = parser().parse_args(argv)
     params = params_of(args)
-    if not (args.peers or args.docker_plugin):
+    if not (args.peers or args.docker_plugin or args.dns_listen):
         sys.stderr.write("overlay-vxlan-agent: every component is switched off; nothing to do\n")
         return 2
     if args.once:
@@ -72,6 +76,13 @@ def main(argv=None):
         plugin = docker.Plugin(params, state_dir=args.state_dir, docker_host=args.docker_host, log=peers._log)
         server = docker.serve(plugin, args.docker_socket)
         peers._log("docker plugin listening on %s" % args.docker_socket)
+    if args.dns_listen:
+        upstreams = None
+        if args.dns_upstream is not None:
+            upstreams = [(u.rsplit(":", 1)[0], int(u.rsplit(":", 1)[1])) if u.count(":") == 1 else (u, 53)
+                         for u in args.dns_upstream]
+        names.serve(params, args.dns_listen, upstreams, log=peers._log)
+        peers._log("names served on %s" % ", ".join(args.dns_listen))
     stop = threading.Event()
 
     def on_signal(signum, frame):

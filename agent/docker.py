@@ -132,7 +132,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 def _run_command(args, check_rc=False):
-    proc = subprocess.run(args, capture_output=True, text=True)
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 

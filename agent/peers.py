@@ -10,7 +10,6 @@ Started by ``python -m ansible_collections.overlay.vxlan.agent`` (agent/__main__
 """
 from __future__ import annotations
 
-import argparse
 import queue
 import sys
 import threading

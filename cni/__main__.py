@@ -76,7 +76,7 @@ def engine_params(config, env):
 
 
 def _run_command(args, check_rc=False):
-    proc = subprocess.run(args, capture_output=True, text=True)
+    proc = subprocess.run(args, capture_output=True, text=True, check=False)
     return proc.returncode, proc.stdout, proc.stderr
 
 

@@ -43,8 +43,8 @@ def verify(nl, network, endpoints, underlay, params, run_command):
     for record in local:
         if record.get("handoff"):  # the runtime owns the container end: only our port can be checked
             if not _gc.alive(nl, network, record):
-                note("endpoint", ["%s: its port %s%s is gone" % (record["name"], _endpoint.OVERLAY_END % "",
-                                                                  record["id"][:10])])
+                port = _endpoint.OVERLAY_END % record["id"][:10]
+                note("endpoint", ["%s: its port %s is gone" % (record["name"], port)])
             continue
         ns = _netns.resolve(record["namespace"], "namespace")
         if not ns.exists():

@@ -235,7 +235,7 @@ def _claim_ops(layout, network, record):
     pending = record.pop("_pending", None)  # an address claimed ahead (claim_address): taken over here
     ops = [_consul.op_delete_cas(pending[0], pending[1])] if pending else []
     ops += [_consul.op_create(layout.ip_claim(network["id"], record["ip"]), owner),
-           _consul.op_create(layout.mac_claim(network["id"], record["mac"]), owner)]
+            _consul.op_create(layout.mac_claim(network["id"], record["mac"]), owner)]
     if record.get("gateway_ip"):
         ops.append(_consul.op_create(layout.gateway_claim(record["host"], record["gateway_ip"]),
                                      dict(owner, endpoint="%s/%s" % (network["id"], record["name"]))))

@@ -52,8 +52,8 @@ def engine_params(config, env):
             with open(config["consul_token_file"]) as f:
                 token = f.read().strip() or None
         except OSError as e:
-            raise CniError(ERR_CONFIG, "consul_token_file: cannot read %s: %s" % (config["consul_token_file"],
-                                                                                   e.strerror))
+            raise CniError(ERR_CONFIG, "consul_token_file: cannot read %s: %s"
+                           % (config["consul_token_file"], e.strerror))
     network = config.get("network") or config.get("name")
     if not network:
         raise CniError(ERR_CONFIG, "network: the configuration names no overlay network")

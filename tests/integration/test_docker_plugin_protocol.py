@@ -186,9 +186,9 @@ def test_parallel_docker_runs_on_two_hosts_never_share_an_address_and_lost_relea
         lab_factory, collection_path, tmp_path):
     lab = lab_factory()
     d0, d1 = lab.hosts["docker0"], lab.hosts["docker1"]
-    # Full passes (with the garbage collection) every 2 s; claims without a record wait 3 s.
-    s0, _a0 = start_agent(lab, d0, collection_path, tmp_path, ["--wait", "2", "--gc-grace", "3"])
-    s1, _a1 = start_agent(lab, d1, collection_path, tmp_path, ["--wait", "2", "--gc-grace", "3"])
+    # Full passes (with the garbage collection) every 2 s; claims without a record wait 10 s.
+    s0, _a0 = start_agent(lab, d0, collection_path, tmp_path, ["--wait", "2", "--gc-grace", "10"])
+    s1, _a1 = start_agent(lab, d1, collection_path, tmp_path, ["--wait", "2", "--gc-grace", "10"])
     pool, _c = docker_network_create(s0, "a" * 64)
     docker_network_create(s1, "b" * 64)
     got = {s0: [], s1: []}
@@ -209,4 +209,4 @@ def test_parallel_docker_runs_on_two_hosts_never_share_an_address_and_lost_relea
     # Docker's ReleaseAddress never came (the agent was down when the containers stopped): the
     # garbage collection releases the claims no endpoint took, after the grace period.
     assert wait_until(lambda: not [k for k in kv(lab) if k.startswith("overlay/v1/ipam/%s/" % net_id)],
-                      timeout=20), "claims without an endpoint were not collected"
+                      timeout=45), "claims without an endpoint were not collected"

@@ -224,12 +224,15 @@ def new_records_builder(network, gw, underlay, new_items):
     def build(state, start, end, attempt):
         existing, claims, macs, gw_claims = state
         chunk = new_items[start:end]
+        pending = {}  # item name -> the claim taken over, still there (else the address is claimed afresh)
         for item in chunk:
             if item.name in existing:
                 raise OverlayError("endpoint %s was created by another run meanwhile" % item.name, item.f("name"))
-            if item.ip is not None and str(item.ip) in claims and not item.pending:
-                raise OverlayError("%s was taken by endpoint %s meanwhile" % (item.ip, claims[str(item.ip)]),
-                                   item.f("ip"))
+            if item.ip is not None and str(item.ip) in claims:
+                if not item.pending or claims[str(item.ip)] is not None:
+                    raise OverlayError("%s was taken by endpoint %s meanwhile" % (item.ip, claims[str(item.ip)]),
+                                       item.f("ip"))
+                pending[item.name] = item.pending
             if item.mac is not None and item.mac in macs:
                 raise OverlayError("%s was taken by endpoint %s meanwhile" % (item.mac, macs[item.mac]), item.f("mac"))
         reserved = set(claims) | {network["gateway"]} | {str(i.ip) for i in new_items if i.ip is not None}
@@ -254,8 +257,8 @@ def new_records_builder(network, gw, underlay, new_items):
             record["gateway_ifname"] = item.gw_ifname if gw else None
             if item.handoff:
                 record["handoff"] = True
-            if item.pending:
-                record["_pending"] = list(item.pending)  # popped by _records._claim_ops, never stored
+            if item.name in pending:
+                record["_pending"] = list(pending[item.name])  # popped by _records._claim_ops, never stored
             records.append(record)
         return records
 

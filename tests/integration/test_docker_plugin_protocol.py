@@ -210,3 +210,11 @@ def test_parallel_docker_runs_on_two_hosts_never_share_an_address_and_lost_relea
     # garbage collection releases the claims no endpoint took, after the grace period.
     assert wait_until(lambda: not [k for k in kv(lab) if k.startswith("overlay/v1/ipam/%s/" % net_id)],
                       timeout=45), "claims without an endpoint were not collected"
+    # CreateEndpoint for an address whose claim was collected meanwhile claims it afresh.
+    ep = call(s0, "NetworkDriver.CreateEndpoint", {"NetworkID": "a" * 64, "EndpointID": "e9" * 32, "Options": {},
+                                                   "Interface": {"Address": addresses[0], "MacAddress": ""}})
+    assert "Err" not in ep, ep
+    store = kv(lab)
+    ip = addresses[0].split("/")[0]
+    assert store["overlay/v1/endpoints/%s/%s" % (net_id, "e9" * 32)]["ip"] == ip
+    assert store["overlay/v1/ipam/%s/%s" % (net_id, ip)]["endpoint"] == "e9" * 32

@@ -211,6 +211,7 @@ class Lab:
         self.ssh_key = str(self.workdir / "ssh" / "id_ed25519")
         self._started = False
         self.detached = False
+        self._stop_hooks: list = []
 
     # --- context manager ------------------------------------------------------
     def __enter__(self) -> "Lab":
@@ -645,8 +646,19 @@ LogLevel ERROR
         return sorted(pids)
 
     # --- stop ---------------------------------------------------------------------------
+    def add_stop_hook(self, fn) -> None:
+        """Call ``fn()`` first thing in stop(), while the hosts still exist (last added, first
+        called): daemons whose children leave the lab's namespaces (containers) stop cleanly."""
+        self._stop_hooks.append(fn)
+
     def stop(self) -> None:
         """Remove everything this lab created (idempotent, safe after a partial start)."""
+        while self._stop_hooks:
+            fn = self._stop_hooks.pop()
+            try:
+                fn()
+            except Exception as e:   # noqa: BLE001 - the rest of the teardown must still run
+                print(f"lab stop hook {fn!r} failed: {e}")
         for fwd in self._forwarders:
             fwd.close()
         self._forwarders.clear()

@@ -101,23 +101,48 @@ class NetworkMap:
         os.rename(tmp, self.path)
 
 
+def _docker_get(docker_host, path):
+    """GET ``path`` from Docker's API: the decoded JSON of a 200 reply, or None."""
+    sock = docker_host[len("unix://"):] if docker_host.startswith("unix://") else docker_host
+    try:
+        conn = _UnixHTTPConnection(sock, timeout=2)
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        return json.loads(body) if resp.status == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+
+
 def docker_network_name(docker_host, network_id, timeout=10.0):
     """The name Docker stored for ``network_id`` (asked after CreateNetwork returned), or None."""
-    path = docker_host[len("unix://"):] if docker_host.startswith("unix://") else docker_host
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            conn = _UnixHTTPConnection(path, timeout=2)
-            conn.request("GET", "/networks/%s" % network_id)
-            resp = conn.getresponse()
-            body = resp.read()
-            conn.close()
-            if resp.status == 200:
-                return json.loads(body).get("Name")
-        except (OSError, ValueError, http.client.HTTPException):
-            pass
+        info = _docker_get(docker_host, "/networks/%s" % network_id)
+        if isinstance(info, dict) and info.get("Name"):
+            return info["Name"]
         time.sleep(0.05)
     return None
+
+
+def docker_endpoint_names(docker_host, network_id, endpoint_id, timeout=15.0):
+    """The container name and ``--network-alias`` values of ``endpoint_id``, read from Docker's
+    API once Docker lists the endpoint (after Join returned), or [] when it never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = _docker_get(docker_host, "/networks/%s" % network_id) or {}
+        for cid, c in (info.get("Containers") or {}).items():
+            if isinstance(c, dict) and c.get("EndpointID") == endpoint_id and c.get("Name"):
+                # The container's own view carries the aliases once its join is recorded there too.
+                container = _docker_get(docker_host, "/containers/%s/json" % cid) or {}
+                ep = ((container.get("NetworkSettings") or {}).get("Networks") or {}).get(info.get("Name")) or {}
+                if ep.get("EndpointID") != endpoint_id and time.monotonic() < deadline - 1:
+                    break
+                names = [c["Name"]] + (ep.get("Aliases") or [])
+                return [n for n in names if isinstance(n, str) and n]
+        time.sleep(0.05)
+    return []
 
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
@@ -384,8 +409,25 @@ class Plugin:
         if entry is None:
             raise Refused("network %s is unknown to this host's agent" % str(body.get("NetworkID"))[:12])
         endpoint_id = body.get("EndpointID") or ""
+        threading.Thread(target=self._alias_later, args=(body.get("NetworkID"), endpoint_id, entry),
+                         daemon=True).start()
         return {"InterfaceName": {"SrcName": _endpoint.HANDOFF_END % endpoint_id[:10], "DstPrefix": "eth"},
                 "DisableGatewayService": bool(entry.get("internal"))}
+
+    def _alias_later(self, docker_id, endpoint_id, entry):
+        """Drivers are never told a container's name: once the container has joined, read its name
+        (and ``--network-alias`` values) from Docker's API and give the endpoint record them as
+        aliases, which the names service answers on every host."""
+        names = docker_endpoint_names(self.docker_host, docker_id, endpoint_id)
+        if not names:
+            self.log("endpoint %s: Docker listed no container for it; it has no name across hosts" % endpoint_id[:12])
+            return
+        try:
+            store = self.store()
+            record = _records.lookup(store, self.layout, entry["id"])[0]
+            _records.set_aliases(store, self.layout, record, endpoint_id, names)
+        except OverlayError as e:
+            self.log("endpoint %s: its names %s were not stored: %s" % (endpoint_id[:12], names, _message(e)))
 
     def NetworkDriver_Leave(self, body):
         return {}

@@ -41,12 +41,17 @@ class Table:
         names = {}
         prefix = layout.root + "endpoints/"
         records = [v for k, (v, _i) in tree.items() if k.startswith(prefix) and isinstance(v, dict)]
-        for record in sorted(records, key=lambda r: (str(networks.get(r.get("network_id"))), str(r.get("name")))):
-            name, ip, network = record.get("name"), record.get("ip"), networks.get(record.get("network_id"))
-            if not (isinstance(name, str) and isinstance(ip, str) and network):
-                continue
-            names.setdefault(name.lower(), ip)
-            names["%s.%s" % (name.lower(), network.lower())] = ip
+        ordered = sorted(records, key=lambda r: (str(networks.get(r.get("network_id"))), str(r.get("name"))))
+        # Names first, then aliases (a runtime's container names): an alias never hides a name.
+        for aliases in (False, True):
+            for record in ordered:
+                name, ip, network = record.get("name"), record.get("ip"), networks.get(record.get("network_id"))
+                if not (isinstance(name, str) and isinstance(ip, str) and network):
+                    continue
+                given = record.get("aliases") if isinstance(record.get("aliases"), list) else []
+                for n in [a for a in given if isinstance(a, str) and a] if aliases else [name]:
+                    names.setdefault(n.lower(), ip)
+                    names.setdefault("%s.%s" % (n.lower(), network.lower()), ip)
         with self.lock:
             self.names = names
 

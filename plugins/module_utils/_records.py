@@ -429,6 +429,27 @@ def update_endpoint(store, layout, entry, record):
         raise OverlayError("endpoint %s changed while it was being updated; run again" % record["name"], "name")
 
 
+def set_aliases(store, layout, network, name, aliases, attempts=5):
+    """Give endpoint ``name`` the DNS ``aliases`` the names service answers besides its name (a
+    runtime's container name, known only after the endpoint exists). A checked write against the
+    index read: a record changed meanwhile is read again, a record removed meanwhile stays removed.
+    Returns True when the record carries the aliases."""
+    key = layout.endpoint(network["id"], name)
+    aliases = sorted(set(aliases))
+    for _attempt in range(attempts):
+        value, index = store.get(key)
+        if not isinstance(value, dict):
+            return False
+        if value.get("aliases") == aliases:
+            return True
+        try:
+            store.commit([_consul.op_cas(key, dict(value, aliases=aliases), index)])
+            return True
+        except _consul.TxnConflict:
+            continue
+    return False
+
+
 def mark_detaching(store, layout, entries):
     """Step 1 of a detach: proves the token may write and that the records are the ones read,
     before any interface is removed. Returns the new indexes by key."""

@@ -59,7 +59,9 @@ def docker_lab(module_lab_factory, collection_path):
     out = {}
     for name in ("docker0", "docker1"):
         host = lab.hosts[name]
-        d = Dockerd(lab, host, dns=("127.0.0.1",))
+        # No daemon `dns`: on 20.10 the embedded DNS forwards from the HOST namespace only to a loopback
+        # nameserver of the host's resolv.conf (the lab's is 127.0.0.1), which is where the agent answers.
+        d = Dockerd(lab, host)
         agent = Agent(lab, host, collection_path, d, extra=["--dns-listen", "127.0.0.1:53"]).start()
         d.start()
         out[name] = (host, d, agent)
@@ -125,3 +127,85 @@ def test_seed_commands_on_real_docker(docker_lab):
     assert endpoint_records(lab) == []
     assert not [k for k in kv(lab) if "/ips/" in k and not k.endswith("192.168.0.1")], kv(lab)
     assert wait_until(lambda: "02:42:c0:a8:00:64" not in fdb_macs(h1), timeout=5), fdb_macs(h1)
+
+
+def run_d(d, name, *args, net="demonet"):
+    """docker run -d ... sleep, with a fast stop (busybox sleep as PID 1 ignores SIGTERM)."""
+    d.docker("run", "-d", "--stop-timeout", "1", "--net", net, "--name", name, *args, "debian", "sleep", "3600")
+
+
+def ip_of(d, name, net="demonet"):
+    return json.loads(d.docker("inspect", name).stdout)[0]["NetworkSettings"]["Networks"][net]["IPAddress"]
+
+
+def test_names_across_hosts_published_ports_and_parallel_runs(docker_lab):
+    lab, hosts = docker_lab
+    (h0, d0, _a0), (h1, d1, _a1) = hosts["docker0"], hosts["docker1"]
+    run_d(d0, "C0", "--ip", "192.168.0.100", "--network-alias", "db")
+    try:
+        # By <name>, <name>.<network> and an alias, from a container on the other host, within a second or so.
+        for target in ("C0", "C0.demonet", "db"):
+            r = d1.docker("run", "--rm", "--net", "demonet", "debian", "sh", "-c",
+                          "for i in 1 2 3 4 5 6 7 8 9 10; do ping -c 1 -W 1 %s && exit 0; sleep 0.2; done; exit 1"
+                          % target, check=False)
+            assert r.returncode == 0 and "192.168.0.100" in r.stdout, (target, r.stdout, r.stderr)
+
+        # -p through Docker's own gwbridge: a server in C1 on docker1 answers from docker0's host namespace.
+        d1.docker("run", "-d", "--stop-timeout", "1", "--net", "demonet", "--name", "web", "-p", "8080:80", "debian",
+                  "httpd", "-f", "-p", "80", "-h", "/etc")
+        assert wait_until(lambda: "root:x:0:0" in h0.run(["curl", "-s", "-m", "2", "http://10.0.0.11:8080/passwd"],
+                                                           check=False).stdout, timeout=10)
+        d1.docker("rm", "-f", "web")
+
+        # Parallel docker run on both hosts: distinct addresses, all reachable across hosts.
+        import concurrent.futures
+        names = [(d, "p%d%d" % (i, n)) for i, d in enumerate((d0, d1)) for n in range(5)]
+        with concurrent.futures.ThreadPoolExecutor(len(names)) as ex:
+            list(ex.map(lambda dn: run_d(dn[0], dn[1]), names))
+        ips = [ip_of(d, n) for d, n in names]
+        assert len(set(ips)) == len(ips) == 10 and "192.168.0.100" not in ips, ips
+        assert d0.docker("exec", "C0", "ping", "-c", "1", "-W", "2", ips[-1], check=False).returncode == 0
+        for d, n in names:
+            d.docker("rm", "-f", n)
+    finally:
+        d0.docker("rm", "-f", "C0", check=False)
+    assert endpoint_records(lab) == []
+
+
+def test_restart_internal_network_and_connect(docker_lab):
+    lab, hosts = docker_lab
+    (h0, d0, _a0), (h1, d1, _a1) = hosts["docker0"], hosts["docker1"]
+    run_d(d0, "C0", "--ip", "192.168.0.100")
+    run_d(d1, "C1")
+    try:
+        # docker restart C0 (it has --ip): the same IP and MAC, reachable again from the other host.
+        before = d0.docker("exec", "C0", "ip", "link", "show", "eth0").stdout
+        d0.docker("restart", "-t", "1", "C0")
+        after = d0.docker("exec", "C0", "ip", "link", "show", "eth0").stdout
+        assert ip_of(d0, "C0") == "192.168.0.100" and "02:42:c0:a8:00:64" in after and "02:42:c0:a8:00:64" in before
+        assert d1.docker("exec", "C1", "sh", "-c", "for i in 1 2 3 4 5; do ping -c1 -W1 192.168.0.100 && exit 0; "
+                         "done; exit 1", check=False).returncode == 0
+        assert [e["ip"] for e in endpoint_records(lab)].count("192.168.0.100") == 1
+
+        # An internal network: no eth1 and no default route; cross-host traffic still flows; no egress.
+        for d in (d0, d1):
+            d.docker("network", "create", "-d", "overlay.vxlan", "--ipam-driver", "overlay.vxlan", "--internal",
+                     "--subnet", "192.168.7.0/24", "backnet")
+        assert [v["internal"] for v in records(lab, "networks").values() if v["name"] == "backnet"] == [True]
+        run_d(d0, "I0", "--ip", "192.168.7.10", net="backnet")
+        assert "eth1" not in d0.docker("exec", "I0", "ip", "link").stdout
+        assert not [r for r in d0.docker("exec", "I0", "ip", "route").stdout.splitlines() if r.startswith("default")]
+        assert d0.docker("exec", "I0", "ping", "-c", "1", "-W", "1", "198.51.100.1", check=False).returncode != 0
+
+        # docker network connect / disconnect: C1 (docker1) joins backnet and reaches I0, then leaves.
+        d1.docker("network", "connect", "--ip", "192.168.7.11", "backnet", "C1")
+        assert d1.docker("exec", "C1", "sh", "-c", "for i in 1 2 3 4 5; do ping -c1 -W1 192.168.7.10 && exit 0; "
+                         "done; exit 1", check=False).returncode == 0
+        assert "192.168.7.11" in [e["ip"] for e in endpoint_records(lab)]
+        d1.docker("network", "disconnect", "backnet", "C1")
+        assert "192.168.7.11" not in [e["ip"] for e in endpoint_records(lab)]
+        assert d1.docker("exec", "C1", "ping", "-c", "1", "-W", "1", "192.168.7.10", check=False).returncode != 0
+    finally:
+        for d, n in ((d0, "C0"), (d1, "C1"), (d0, "I0")):
+            d.docker("rm", "-f", n, check=False)
+    assert endpoint_records(lab) == []

@@ -73,7 +73,8 @@ def main(argv=None):
         return peers.run(params, once=True, gc=args.gc)
     server = None
     if args.docker_plugin:
-        plugin = docker.Plugin(params, state_dir=args.state_dir, docker_host=args.docker_host, log=peers._log)
+        plugin = docker.Plugin(params, state_dir=args.state_dir, docker_host=args.docker_host, log=peers._log,
+                               gc=args.gc)
         server = docker.serve(plugin, args.docker_socket)
         peers._log("docker plugin listening on %s" % args.docker_socket)
     if args.dns_listen:

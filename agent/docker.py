@@ -41,7 +41,7 @@ import threading
 import time
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _consul, _endpoint, _hostlock, _keys, _netns, _network, _overlay_ns, _records, _underlay, _validate)
+    _consul, _endpoint, _gc, _hostlock, _keys, _netns, _network, _overlay_ns, _records, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 PLUGIN_NAME = "overlay.vxlan"
@@ -165,8 +165,9 @@ class Plugin:
     """The protocol's calls as methods; ``call(path, body)`` dispatches. Thread-safe: Docker calls
     concurrently, and the engine takes the host lock for every kernel change."""
 
-    def __init__(self, params, state_dir=DEFAULT_STATE_DIR, docker_host="unix:///run/docker.sock", log=None):
+    def __init__(self, params, state_dir=DEFAULT_STATE_DIR, docker_host="unix:///run/docker.sock", log=None, gc=True):
         self.params = dict(params)
+        self.gc = gc
         self.settings = _consul.connection_settings(self.params)
         self.layout = _keys.Layout(self.settings["prefix"])
         self.networks = NetworkMap(os.path.join(state_dir, "docker-networks.json"))
@@ -257,8 +258,26 @@ class Plugin:
         if record is None:
             raise Refused("no overlay network holds %s yet" % subnet)
         index = store.get(self.layout.network(record["name"]))[1]
-        ip, _key, _index = _records.claim_address(store, self.layout, record, index, self.host, wanted)
+        try:
+            ip, _key, _index = _records.claim_address(store, self.layout, record, index, self.host, wanted)
+        except OverlayError:
+            if not (wanted and self.gc and self._collect()):
+                raise
+            # --ip held by an endpoint of this host whose delete never arrived (the agent was down when
+            # dockerd cleaned up): the collection just released what was provably dead; ask once more.
+            ip, _key, _index = _records.claim_address(store, self.layout, record, index, self.host, wanted)
         return {"Address": "%s/%d" % (ip, subnet.prefixlen), "Data": {}}
+
+    def _collect(self):
+        """One garbage-collection pass of this host (dead runtime endpoints go at once); True when it
+        released anything."""
+        with _hostlock.HostLock(), _netns.Netlink() as nl:
+            underlay = _underlay.local(nl.get(_netns.resolve(None, None)), self.params, self.host)
+            findings = _gc.collect(nl, self.store(), self.layout, underlay, self.layout.prefix,
+                                   grace=self.params.get("gc_grace", _gc.DEFAULT_GRACE))
+        for f in findings:
+            self.log("gc: %s %s: %s (%s)" % (f["kind"], f.get("key") or f.get("device"), f["reason"], f["action"]))
+        return any(f["action"] == "release" for f in findings)
 
     def IpamDriver_ReleaseAddress(self, body):
         try:

@@ -6,7 +6,8 @@ One pass (``collect``) reads the whole store once and this host's kernel, and fi
 
 - endpoint records of this host whose interfaces are gone (a container removed without a
   detach): marked ``orphaned_at`` on first sight, released after ``grace`` seconds (a container
-  that restarts in the meantime is re-attached by the next run, which clears the mark);
+  that restarts in the meantime is re-attached by the next run, which clears the mark); a
+  runtime's handed-off endpoint (Docker's) is released at once, as no run re-attaches it;
   records marked ``detaching`` by an interrupted detach are finished at once;
 - endpoint records whose network is gone;
 - address, MAC and gateway claims whose record is gone (after ``grace``: a release that spans
@@ -82,6 +83,14 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
             deletes.append((key, index, value))
             continue
         if alive(nl, network, value):
+            continue
+        if value.get("handoff"):
+            # A runtime's endpoint (Docker) never comes back under its id: a restarted container gets a
+            # new endpoint. Its port gone (with the host lock held, no attach is half-way) means it is dead.
+            found("record", key, "its runtime endpoint is gone (the runtime's delete never arrived)", "release",
+                  key=True)
+            _remove_ports(nl, network, value, apply)
+            deletes.append((key, index, value))
             continue
         if not value.get("orphaned_at") and grace > 0:
             found("record", key, "its interfaces are gone (container removed without a detach?)",

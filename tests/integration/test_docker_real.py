@@ -90,6 +90,7 @@ def test_seed_commands_on_real_docker(docker_lab):
     # The seed, as written: the network on each host, C0 with --ip on docker0, a ping from docker1.
     for d in (d0, d1):
         d.docker(*CREATE)
+    assert wait_until(lambda: len(records(lab, "networks")) == 1, timeout=10)
     nets = [v for v in records(lab, "networks").values()]
     assert [(n["name"], n["subnet"]) for n in nets] == [("demonet", SUBNET)], nets
     d0.docker("run", "-d", "--ip", "192.168.0.100", "--net", "demonet", "--name", "C0", "debian", "sleep", "3600")
@@ -129,6 +130,13 @@ def test_seed_commands_on_real_docker(docker_lab):
     assert wait_until(lambda: "02:42:c0:a8:00:64" not in fdb_macs(h1), timeout=5), fdb_macs(h1)
 
 
+def ensure_demonet(*ds):
+    """demonet on each host (the first test creates it with the seed's command; others may run alone)."""
+    for d in ds:
+        if d.docker("network", "inspect", "demonet", check=False).returncode != 0:
+            d.docker(*CREATE)
+
+
 def run_d(d, name, *args, net="demonet"):
     """docker run -d ... sleep, with a fast stop (busybox sleep as PID 1 ignores SIGTERM)."""
     d.docker("run", "-d", "--stop-timeout", "1", "--net", net, "--name", name, *args, "debian", "sleep", "3600")
@@ -141,6 +149,7 @@ def ip_of(d, name, net="demonet"):
 def test_names_across_hosts_published_ports_and_parallel_runs(docker_lab):
     lab, hosts = docker_lab
     (h0, d0, _a0), (h1, d1, _a1) = hosts["docker0"], hosts["docker1"]
+    ensure_demonet(d0, d1)
     run_d(d0, "C0", "--ip", "192.168.0.100", "--network-alias", "db")
     try:
         # By <name>, <name>.<network> and an alias, from a container on the other host, within a second or so.
@@ -175,6 +184,7 @@ def test_names_across_hosts_published_ports_and_parallel_runs(docker_lab):
 def test_restart_internal_network_and_connect(docker_lab):
     lab, hosts = docker_lab
     (h0, d0, _a0), (h1, d1, _a1) = hosts["docker0"], hosts["docker1"]
+    ensure_demonet(d0, d1)
     run_d(d0, "C0", "--ip", "192.168.0.100")
     run_d(d1, "C1")
     try:
@@ -191,7 +201,9 @@ def test_restart_internal_network_and_connect(docker_lab):
         for d in (d0, d1):
             d.docker("network", "create", "-d", "overlay.vxlan", "--ipam-driver", "overlay.vxlan", "--internal",
                      "--subnet", "192.168.7.0/24", "backnet")
-        assert [v["internal"] for v in records(lab, "networks").values() if v["name"] == "backnet"] == [True]
+        # Without -o name the agent reads the name from Docker just after create returns: wait for the record.
+        assert wait_until(lambda: [v["internal"] for v in records(lab, "networks").values()
+                                   if v["name"] == "backnet"] == [True], timeout=10), records(lab, "networks")
         run_d(d0, "I0", "--ip", "192.168.7.10", net="backnet")
         assert "eth1" not in d0.docker("exec", "I0", "ip", "link").stdout
         assert not [r for r in d0.docker("exec", "I0", "ip", "route").stdout.splitlines() if r.startswith("default")]
@@ -207,5 +219,71 @@ def test_restart_internal_network_and_connect(docker_lab):
         assert d1.docker("exec", "C1", "ping", "-c", "1", "-W", "1", "192.168.7.10", check=False).returncode != 0
     finally:
         for d, n in ((d0, "C0"), (d1, "C1"), (d0, "I0")):
+            d.docker("rm", "-f", n, check=False)
+    assert endpoint_records(lab) == []
+
+
+def reaches(d, container, ip, tries=10):
+    return d.docker("exec", container, "sh", "-c", "for i in $(seq %d); do ping -c1 -W1 %s && exit 0; done; exit 1"
+                    % (tries, ip), check=False).returncode == 0
+
+
+def test_dockerd_and_agent_restarts(docker_lab):
+    lab, hosts = docker_lab
+    (h0, d0, a0), (h1, d1, _a1) = hosts["docker0"], hosts["docker1"]
+    ensure_demonet(d0, d1)
+    run_d(d1, "C1")
+    run_d(d0, "R0", "--ip", "192.168.0.120", "--restart", "always")
+    try:
+        assert reaches(d1, "C1", "192.168.0.120")
+        first = [e["id"] for e in endpoint_records(lab) if e["ip"] == "192.168.0.120"]
+
+        # Without live-restore: dockerd stops R0 (Leave, DeleteEndpoint, ReleaseAddress) and at start makes a NEW
+        # endpoint on the old NetworkID with no CreateNetwork first: the agent answers from its persisted map.
+        d0.restart()
+        assert wait_until(lambda: d0.docker("inspect", "-f", "{{.State.Running}}", "R0", check=False).stdout.strip()
+                          == "true", timeout=30)
+        assert ip_of(d0, "R0") == "192.168.0.120"
+        again = [e["id"] for e in endpoint_records(lab) if e["ip"] == "192.168.0.120"]
+        assert len(again) == 1 and again != first, (first, again)
+        assert reaches(d1, "C1", "192.168.0.120")
+
+        # With live-restore: no plugin calls at all; the container keeps running and answering while dockerd is down.
+        d0.live_restore = True
+        d0.restart()
+        assert wait_until(lambda: d0.docker("inspect", "-f", "{{.State.Running}}", "R0", check=False).stdout.strip()
+                          == "true", timeout=30)
+        kept = [e["id"] for e in endpoint_records(lab) if e["ip"] == "192.168.0.120"]
+        d0.stop(remove_containers=False)
+        assert reaches(d1, "C1", "192.168.0.120"), "the datapath needs no dockerd"
+        d0.start()
+        assert d0.docker("inspect", "-f", "{{.State.Running}}", "R0").stdout.strip() == "true"
+        assert [e["id"] for e in endpoint_records(lab) if e["ip"] == "192.168.0.120"] == kept
+        assert reaches(d1, "C1", "192.168.0.120")
+
+        # The agent restarts while containers run: the datapath keeps working, the next docker run works
+        # without restarting dockerd (the socket path is the same; dockerd reconnects per call).
+        a0.stop()
+        assert reaches(d1, "C1", "192.168.0.120"), "the datapath needs no agent"
+        a0.start()
+        run_d(d0, "N0")
+        assert reaches(d1, "C1", ip_of(d0, "N0"))
+        d0.docker("rm", "-f", "N0")
+
+        # The agent is down when dockerd starts (live-restore off, a restart-policy container to bring back):
+        # the figure is printed, not asserted; once the agent is back the container is brought back.
+        d0.live_restore = False
+        d0.stop(remove_containers=False)
+        a0.stop()
+        t0 = time.monotonic()
+        d0.start(timeout=180)
+        print("dockerd start with the agent down: %.1f s" % (time.monotonic() - t0))
+        a0.start()
+        if d0.docker("inspect", "-f", "{{.State.Running}}", "R0", check=False).stdout.strip() != "true":
+            d0.docker("start", "R0")
+        assert reaches(d1, "C1", "192.168.0.120")
+    finally:
+        d0.live_restore = False
+        for d, n in ((d0, "R0"), (d1, "C1"), (d0, "N0")):
             d.docker("rm", "-f", n, check=False)
     assert endpoint_records(lab) == []

@@ -173,8 +173,11 @@ class Dockerd:
             if self.proc.popen.poll() is not None:
                 raise LabError(f"dockerd on {self.host.name} exited: see "
                                f"{self.lab._log_path('dockerd', self.host.name)}")
-            if self.docker("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0:
-                break
+            try:
+                if self.docker("version", "--format", "{{.Server.Version}}", check=False, timeout=10).returncode == 0:
+                    break
+            except subprocess.TimeoutExpired:
+                pass   # the socket is there, the API not yet (dockerd waits for plugins before serving)
             if time.monotonic() > deadline:
                 raise LabError(f"dockerd on {self.host.name} did not answer in {timeout} s")
             time.sleep(0.1)

@@ -14,7 +14,9 @@ pip_q() { "$VENV/bin/python" -m pip -q "$@" 2> >(grep -v '^WARNING: Location .* 
 
 # --- 1. system packages (apt-get only for what is missing) -------------------
 PKGS=(iproute2 iputils-ping iperf3 openssh-server openssh-client iptables nftables tcpdump
-      python3-venv python3-dev gcc git curl ca-certificates graphviz netcat-openbsd)
+      python3-venv python3-dev gcc git curl ca-certificates graphviz netcat-openbsd
+      # real containers in the simulated hosts (tests/integration/lab/containers.py)
+      docker.io podman busybox-static containernetworking-plugins)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

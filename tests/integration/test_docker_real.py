@@ -287,3 +287,41 @@ def test_dockerd_and_agent_restarts(docker_lab):
         for d, n in ((d0, "R0"), (d1, "C1"), (d0, "N0")):
             d.docker("rm", "-f", n, check=False)
     assert endpoint_records(lab) == []
+
+
+def install_cni(host, collection_path, venv):
+    """The CNI plugin as docs/cni.md installs it (per-host private /opt/cni and /etc/cni/net.d here)."""
+    wrapper = ("#!/bin/sh\nPYTHONPATH=%s exec %s -m ansible_collections.overlay.vxlan.cni\n"
+               % (collection_path, venv / "bin" / "python"))
+    conflist = {"cniVersion": "1.0.0", "name": "demonet",
+                "plugins": [{"type": "overlay-vxlan", "network": "demonet", "consul_host": "10.0.0.5",
+                             "host": host.name, "vtep": "eth0"}]}
+    host.run("mkdir -p /opt/cni/bin /etc/cni/net.d && cat > /opt/cni/bin/overlay-vxlan && "
+             "chmod 0755 /opt/cni/bin/overlay-vxlan", input=wrapper)
+    host.run("cat > /etc/cni/net.d/demonet.conflist", input=json.dumps(conflist))
+
+
+def test_podman_through_cni_reaches_docker_across_hosts(docker_lab, collection_path):
+    from lab.containers import Podman
+    lab, hosts = docker_lab
+    (h0, d0, _a0), (h1, d1, _a1) = hosts["docker0"], hosts["docker1"]
+    ensure_demonet(d0, d1)
+    install_cni(h1, collection_path, lab.venv)
+    pm = Podman(lab, h1).start()
+    run_d(d0, "C0", "--ip", "192.168.0.100")
+    try:
+        # podman run --network demonet --ip: attached at start through CNI (IP= in CNI_ARGS).
+        pm.podman("run", "-d", "--name", "P1", "--network", "demonet", "--ip", "192.168.0.150", "--cap-add", "NET_RAW",
+                  "local/busybox", "sleep", "3600")
+        link = pm.podman("exec", "P1", "ip", "link", "show", "eth0").stdout
+        assert "02:42:c0:a8:00:96" in link, link
+        assert [e["host"] for e in endpoint_records(lab) if e["ip"] == "192.168.0.150"] == ["docker1"]
+        assert pm.podman("exec", "P1", "sh", "-c", "for i in 1 2 3 4 5; do ping -c1 -W1 192.168.0.100 && exit 0; "
+                         "done; exit 1", check=False).returncode == 0
+        assert reaches(d0, "C0", "192.168.0.150")
+        # Removal detaches (DEL): nothing of P1 is left in Consul.
+        pm.podman("rm", "-f", "-t", "0", "P1")
+        assert "192.168.0.150" not in [e["ip"] for e in endpoint_records(lab)]
+    finally:
+        pm.podman("rm", "-f", "-t", "0", "P1", check=False)
+        d0.docker("rm", "-f", "C0", check=False)

@@ -54,6 +54,19 @@ def test_the_table_names_endpoints_by_name_and_by_name_dot_network():
     assert table.lookup("x") is None and table.lookup("junk") is None
 
 
+def test_aliases_answer_like_names_but_never_hide_a_name():
+    layout = _keys.Layout("overlay")
+    tree = {layout.network("demonet"): ({"id": "n1", "name": "demonet"}, 1),
+            layout.endpoint("n1", "e" * 64): ({"name": "e" * 64, "ip": "192.168.0.100", "network_id": "n1",
+                                                "aliases": ["C0", "db", 7]}, 2),
+            layout.endpoint("n1", "db"): ({"name": "db", "ip": "192.168.0.7", "network_id": "n1",
+                                           "aliases": "not a list"}, 3)}
+    table = names.Table()
+    table.rebuild(tree, layout)
+    assert table.lookup("c0") == table.lookup("C0.demonet") == table.lookup("e" * 64) == "192.168.0.100"
+    assert table.lookup("db") == table.lookup("db.demonet") == "192.168.0.7"  # the endpoint named db wins
+
+
 def test_upstreams_skip_the_servers_own_addresses(tmp_path):
     conf = tmp_path / "resolv.conf"
     conf.write_text("search lab\nnameserver 127.0.0.1\nnameserver 10.0.0.53\n")

@@ -91,7 +91,7 @@ def test_seed_commands_on_real_docker(docker_lab):
     for d in (d0, d1):
         d.docker(*CREATE)
     assert wait_until(lambda: len(records(lab, "networks")) == 1, timeout=10)
-    nets = [v for v in records(lab, "networks").values()]
+    nets = list(records(lab, "networks").values())
     assert [(n["name"], n["subnet"]) for n in nets] == [("demonet", SUBNET)], nets
     d0.docker("run", "-d", "--ip", "192.168.0.100", "--net", "demonet", "--name", "C0", "debian", "sleep", "3600")
     r = d1.docker("run", "--rm", "--net", "demonet", "debian", "ping", "-c", "3", "192.168.0.100", check=False)
@@ -162,8 +162,9 @@ def test_names_across_hosts_published_ports_and_parallel_runs(docker_lab):
         # -p through Docker's own gwbridge: a server in C1 on docker1 answers from docker0's host namespace.
         d1.docker("run", "-d", "--stop-timeout", "1", "--net", "demonet", "--name", "web", "-p", "8080:80", "debian",
                   "httpd", "-f", "-p", "80", "-h", "/etc")
-        assert wait_until(lambda: "root:x:0:0" in h0.run(["curl", "-s", "-m", "2", "http://10.0.0.11:8080/passwd"],
-                                                           check=False).stdout, timeout=10)
+        url = "http://10.0.0.11:8080/passwd"
+        assert wait_until(lambda: "root:x:0:0" in h0.run(["curl", "-s", "-m", "2", url], check=False).stdout,
+                          timeout=10)
         d1.docker("rm", "-f", "web")
 
         # Parallel docker run on both hosts: distinct addresses, all reachable across hosts.

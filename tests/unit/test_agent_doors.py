@@ -57,8 +57,8 @@ def test_the_table_names_endpoints_by_name_and_by_name_dot_network():
 def test_aliases_answer_like_names_but_never_hide_a_name():
     layout = _keys.Layout("overlay")
     tree = {layout.network("demonet"): ({"id": "n1", "name": "demonet"}, 1),
-            layout.endpoint("n1", "e" * 64): ({"name": "e" * 64, "ip": "192.168.0.100", "network_id": "n1",
-                                                "aliases": ["C0", "db", 7]}, 2),
+            layout.endpoint("n1", "e" * 64): (
+                {"name": "e" * 64, "ip": "192.168.0.100", "network_id": "n1", "aliases": ["C0", "db", 7]}, 2),
             layout.endpoint("n1", "db"): ({"name": "db", "ip": "192.168.0.7", "network_id": "n1",
                                            "aliases": "not a list"}, 3)}
     table = names.Table()

@@ -133,9 +133,9 @@ def test_roles_install_the_cni_plugin_and_the_installed_plugin_attaches(lab_fact
 
     # DEL through the installed wrapper: detached, released in Consul; a repeated DEL succeeds.
     for host in hosts:
-        for _ in range(2):
+        for call in ("DEL", "DEL repeated"):
             rc, out, err = runtime_call(host, "DEL", ids[host.name], netns="/run/netns/p")
-            assert rc == 0 and out is None, (out, err)
+            assert rc == 0 and out is None, (call, out, err)
         assert "eth0" not in ns_exec(host, "p", ["ip", "-o", "link"]).stdout
     left = [k for k, v in kv(lab).items() if isinstance(v, dict) and v.get("name") in ids.values()]
     assert left == [], left

@@ -23,7 +23,7 @@ from overlay_helpers import PLAYBOOKS
 PLAYBOOK = str(PLAYBOOKS / "secrets.yml")
 # Where the roles write (private per simulated host, so nothing lands on the real machine).
 PRIVATE = ["/etc/sysctl.d", "/etc/consul.d", "/etc/consul", "/var/lib/consul", "/etc/systemd/system",
-           "/etc/overlay-vxlan", "/opt/overlay-vxlan", "/usr/local/sbin"]
+           "/etc/overlay-vxlan", "/opt/overlay-vxlan", "/usr/local/sbin", "/etc/cni/net.d", "/opt/cni"]
 SCANNED = [d for d in PRIVATE if d != "/usr/local/sbin"]
 UNIT = "/etc/systemd/system/overlay-vxlan-agent.service"
 
@@ -151,6 +151,11 @@ def test_no_secret_in_output_or_in_a_readable_file(lab_factory):
     # ... and the secrets are where they must be (so the check above looked at something).
     assert set(found["consul:/etc/consul.d/consul.json"][3]) == {"gossip key", "management token"}
     assert "management token" in found["consul:/etc/consul/acl-bootstrap.token"][3]
+    # The CNI plugin's token: alone in its own root-only file, named by the conflist, not in it.
+    assert found["docker0:/etc/overlay-vxlan/cni.token"][3] == ["modules token"]
+    assert not [p for p in found if p.endswith(".conflist")]
+    conflist = Path("/proc/%d/root/etc/cni/net.d/demonet.conflist" % lab.hosts["docker0"].pid).read_text()
+    assert json.loads(conflist)["plugins"][0]["consul_token_file"] == "/etc/overlay-vxlan/cni.token"
 
     # The peers service: its unit is world-readable and holds no token; the token is in the
     # EnvironmentFile it names, 0600 and root's; no token on its command line.

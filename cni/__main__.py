@@ -7,7 +7,7 @@ environment and the network's configuration on stdin. The executable in the CNI 
 is a two-line wrapper (docs/cni.md):
 
     #!/bin/sh
-    PYTHONPATH=/opt/overlay-vxlan/lib exec /opt/overlay-vxlan/venv/bin/python -m ansible_collections.overlay.vxlan.cni
+    cd / && PYTHONPATH=/opt/overlay-vxlan/lib exec /opt/overlay-vxlan/venv/bin/python -m ansible_collections.overlay.vxlan.cni
 
 Configuration (one plugin of a conflist): ``network`` (the overlay network's name, default the
 conflist's ``name``), ``consul_host``, ``consul_port``, ``consul_scheme``, ``consul_prefix``,

@@ -77,7 +77,7 @@ def test_roles_install_the_cni_plugin_and_the_installed_plugin_attaches(lab_fact
         assert stat(host, WRAPPER) == ["755", "0", "0"]
         assert host.run(["test", "-x", WRAPPER], check=False).returncode == 0
         lines = [line for line in host.run(["cat", WRAPPER]).stdout.splitlines() if not line.startswith("# ")]
-        assert lines == ["#!/bin/sh", "PYTHONPATH=/opt/overlay-vxlan/lib exec %s -m "
+        assert lines == ["#!/bin/sh", "cd / && PYTHONPATH=/opt/overlay-vxlan/lib exec %s -m "
                          "ansible_collections.overlay.vxlan.cni" % PYTHON], lines
         assert host.run(["test", "-f", "/opt/overlay-vxlan/lib/ansible_collections/overlay/vxlan/cni/__main__.py"],
                         check=False).returncode == 0

@@ -292,7 +292,7 @@ def test_dockerd_and_agent_restarts(docker_lab):
 
 def install_cni(host, collection_path, venv):
     """The CNI plugin as docs/cni.md installs it (per-host private /opt/cni and /etc/cni/net.d here)."""
-    wrapper = ("#!/bin/sh\nPYTHONPATH=%s exec %s -m ansible_collections.overlay.vxlan.cni\n"
+    wrapper = ("#!/bin/sh\ncd / && PYTHONPATH=%s exec %s -m ansible_collections.overlay.vxlan.cni\n"
                % (collection_path, venv / "bin" / "python"))
     conflist = {"cniVersion": "1.0.0", "name": "demonet",
                 "plugins": [{"type": "overlay-vxlan", "network": "demonet", "consul_host": "10.0.0.5",

@@ -20,21 +20,12 @@ since is left alone. Callers hold the host lock, so no attach or detach of this 
 """
 from __future__ import annotations
 
-import calendar
 import time
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _keys, _links, _netns, _overlay_ns
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 DEFAULT_GRACE = 120
-
-
-def _age(stamp):
-    """Seconds since an _keys.now() timestamp; very old when there is none."""
-    try:
-        return time.time() - calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
-    except (TypeError, ValueError):
-        return float("inf")
 
 
 def _split(layout, key):
@@ -96,7 +87,7 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
             found("record", key, "its interfaces are gone (container removed without a detach?)",
                   "mark orphaned; release after %ds" % grace, key=True)
             marks.append((key, index, value))
-        elif grace <= 0 or _age(value["orphaned_at"]) >= grace:
+        elif grace <= 0 or _keys.age(value["orphaned_at"]) >= grace:
             found("record", key, "its interfaces are gone (since %s)" % value.get("orphaned_at", "now"), "release",
                   key=True)
             _remove_ports(nl, network, value, apply)
@@ -117,7 +108,7 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
         }[kind] == rest and (value.get("id") in (None, rec_value.get("id")))
         if ok:
             continue
-        if grace > 0 and _age((value or {}).get("at") if isinstance(value, dict) else None) < grace:
+        if grace > 0 and _keys.age((value or {}).get("at") if isinstance(value, dict) else None) < grace:
             found("claim", key, "no record holds it (yet)", "wait for the grace period", key=True)
             continue
         found("claim", key, "no record holds it", "release", key=True)

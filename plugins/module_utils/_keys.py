@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import calendar
 import hashlib
 import ipaddress
 import os
@@ -76,6 +77,14 @@ def new_id():
 
 def now():
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def age(stamp):
+    """Seconds since a now() timestamp; very old when there is none (or it cannot be read)."""
+    try:
+        return time.time() - calendar.timegm(time.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return float("inf")
 
 
 def mac_for(ip):

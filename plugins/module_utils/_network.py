@@ -3,6 +3,7 @@
 """The overlay_network module's work: the global record in Consul, then this host's part, then peers."""
 from __future__ import annotations
 
+import time
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
     _allocate, _antispoof, _consul, _endpoint, _firewall, _gateway, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers,
@@ -10,6 +11,8 @@ from ansible_collections.overlay.vxlan.plugins.module_utils import (
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 DEFAULT_PORT = 4789
+REMOVE_WAIT = 30  # seconds a removal waits for (or retries against) other hosts removing the same network
+STALE_MARK = 60  # a removal mark older than this is a dead host's: another run takes the removal over
 
 
 class Request:
@@ -190,8 +193,8 @@ def absent(nl, store, layout, record, index, underlay, req, settings, check_mode
     if not remaining:
         actions.append("store: delete network %s and release VNI %s" % (req.name, record["vni"]))
         if apply:
-            remaining = _remove_record(store, layout, record, index, underlay.host)
-            if remaining:
+            remaining, deleted = _remove_record(store, layout, record, index, underlay.host)
+            if not deleted:
                 actions.pop()
     actions += _overlay_ns.remove(nl, record, apply=apply)
     kept = bool(remaining)
@@ -202,15 +205,44 @@ def absent(nl, store, layout, record, index, underlay, req, settings, check_mode
 
 def _remove_record(store, layout, record, index, host):
     """Mark, re-read, then delete (or un-mark when an endpoint landed before the mark).
-    Returns the endpoints that keep the network, if any."""
-    marked, marked_index = _records.mark_removing(store, layout, record, index, host)
-    tree = _records.network_tree(store, layout, marked)
-    remaining = _records.endpoints_of(tree, layout, marked)
-    if remaining:
-        _records.unmark_removing(store, layout, marked, marked_index)
-        return remaining
-    _records.delete_network(store, layout, marked, marked_index, tree)
-    return []
+    Returns (endpoints that keep the network, whether this run deleted the record).
+
+    Several hosts leave a network at once (a play's ``state: absent`` runs on every host): a
+    check-and-set lost to another host is not an error. The record is read again: gone means
+    another host finished the removal; marked by another host means it is finishing it, so this
+    run waits for it (and takes the removal over when the mark is stale: that host died); changed
+    otherwise means the decision is made again on what is there now."""
+    name, network_id = record["name"], record["id"]
+    deadline = time.monotonic() + REMOVE_WAIT
+    while True:
+        try:
+            marked, marked_index = _records.mark_removing(store, layout, record, index, host)
+            tree = _records.network_tree(store, layout, marked)
+            remaining = _records.endpoints_of(tree, layout, marked)
+            if remaining:
+                _records.unmark_removing(store, layout, marked, marked_index)
+                return remaining, False
+            _records.delete_network(store, layout, marked, marked_index, tree)
+            return [], True
+        except _records.RemovalConflict:
+            if time.monotonic() > deadline:
+                raise OverlayError("network %s kept changing while it was being removed (other hosts write "
+                                   "to it); run again" % name, "state")
+        record, index = _records.read_network(store, layout, name)
+        while record is not None and _removed_elsewhere(record, host) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            record, index = _records.read_network(store, layout, name)
+        if record is None or record.get("id") != network_id:
+            return [], False  # removed by another host (and maybe created again since: that one is not ours)
+        remaining = _records.endpoints_of(_records.network_tree(store, layout, record), layout, record)
+        if remaining and not record.get("removing"):
+            return remaining, False
+
+
+def _removed_elsewhere(record, host):
+    """Another host marked the record and its mark is fresh: it is deleting the network now."""
+    mark = record.get("removing") or {}
+    return mark.get("host") not in (None, host) and _keys.age(mark.get("at")) < STALE_MARK
 
 
 def result(record, actions, underlay, peers, before, nl=None, endpoints=None):

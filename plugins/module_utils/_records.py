@@ -161,13 +161,18 @@ def endpoints_of(tree, layout, record):
     return [e for k, e in tree.items() if k.startswith(prefix) and isinstance(e.value, dict)]
 
 
+class RemovalConflict(OverlayError):
+    """A removal's check-and-set lost to another writer (another host removing the same network,
+    or an endpoint landing): the caller reads the record again and decides once more."""
+
+
 def mark_removing(store, layout, record, index, host):
     """Step 1 of a removal: no endpoint can be claimed under the network after this."""
     marked = dict(record, removing={"host": host, "at": _keys.now()})
     try:
         indexes = store.commit([_consul.op_cas(layout.network(record["name"]), marked, index)])
     except _consul.TxnConflict:
-        raise OverlayError("network %s changed while it was being removed; run again" % record["name"], "state")
+        raise RemovalConflict("network %s changed while it was being removed; run again" % record["name"], "state")
     return marked, indexes[layout.network(record["name"])]
 
 
@@ -191,11 +196,11 @@ def delete_network(store, layout, marked, index, tree):
     final = [_consul.op_delete_cas(layout.network(marked["name"]), index)]
     if vni_value is not None and vni_value.get("id") == marked["id"]:
         final.append(_consul.op_delete_cas(vni_key, vni_index))
-    _commit_chunks(store, ops, "removing network %s" % marked["name"])
+    _commit_chunks(store, ops, "removing network %s" % marked["name"], RemovalConflict)
     try:
         store.commit(final)
     except _consul.TxnConflict as e:
-        raise OverlayError("network %s changed while it was being removed (%s); run again" % (marked["name"], e),
+        raise RemovalConflict("network %s changed while it was being removed (%s); run again" % (marked["name"], e),
                            "state")
 
 
@@ -210,12 +215,12 @@ def _gateway_claim_deletes(store, layout, records):
     return ops
 
 
-def _commit_chunks(store, ops, what):
+def _commit_chunks(store, ops, what, conflict=OverlayError):
     for start in range(0, len(ops), _consul.TXN_MAX_OPS):
         try:
             store.commit(ops[start:start + _consul.TXN_MAX_OPS])
         except _consul.TxnConflict as e:
-            raise OverlayError("%s: a key changed meanwhile (%s); run again" % (what, e), "state")
+            raise conflict("%s: a key changed meanwhile (%s); run again" % (what, e), "state")
 
 
 # ------------------------------------------------------------------------------------ endpoints

@@ -4,6 +4,7 @@ are tried by timing (test_overlay_hardening.py); here every ordering is hit on p
 from __future__ import annotations
 
 import ipaddress
+import multiprocessing
 
 import pytest
 
@@ -88,8 +89,8 @@ def test_an_attach_committed_before_the_mark_keeps_the_network(lab, mods):
     # The removal read "no endpoints" earlier; meanwhile an attach committed. The mark and the
     # re-read after it see the endpoint: the network stays, un-marked, with its endpoint.
     _claim(mods, store, network, index, ["A"])
-    remaining = _network_mod._remove_record(store, layout, network, index, "other")
-    assert [e.value["name"] for e in remaining] == ["A"]
+    remaining, deleted = _network_mod._remove_record(store, layout, network, index, "other")
+    assert [e.value["name"] for e in remaining] == ["A"] and not deleted
     record = kv(lab)["overlay/v1/networks/n1"]
     assert "removing" not in record and record["id"] == network["id"]
     assert len(_endpoint_keys(lab)) == 3  # record, address claim, MAC claim
@@ -100,7 +101,7 @@ def test_an_attach_after_the_network_is_gone_leaves_nothing(lab, mods):
     store = _store(lab, mods)
     layout = mods[2].Layout("overlay")
     network, index = _network(mods, store)
-    assert _network_mod._remove_record(store, layout, network, index, "other") == []
+    assert _network_mod._remove_record(store, layout, network, index, "other") == ([], True)
     assert list(kv(lab)) == []
     with pytest.raises(Exception) as info:
         _claim(mods, store, network, index, ["A"])
@@ -190,3 +191,57 @@ def test_the_loser_of_a_same_name_create_gets_the_winners_record_and_refuses_a_d
     req = _network_mod.Request({"name": "twin", "state": "present", "subnet": "10.82.0.0/24"})
     with pytest.raises(Exception, match="subnet: network twin already exists with subnet 10.81.0.0/24"):
         _network_mod.refuse_differences(record, req)
+
+
+def _remove_as(args):
+    port, network, index, host = args
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _keys, _network
+    store = _consul.Consul({"host": "127.0.0.1", "port": port, "scheme": "http", "token": None, "ca_cert": None,
+                            "verify": True, "timeout": 10, "prefix": "overlay"})
+    try:
+        remaining, deleted = _network._remove_record(store, _keys.Layout("overlay"), network, index, host)
+    except Exception as e:  # pylint: disable=broad-except  # the failure is the finding: report it
+        return "error: %s" % e
+    return "deleted" if deleted else "gone" if not remaining else "kept"
+
+
+def test_hosts_removing_one_network_at_once_all_succeed(lab, mods):
+    # A play's state: absent runs on every host at the same moment: every host read the record at
+    # the same index. One removal wins the mark; the others see it marked, wait, and find it gone.
+    store = _store(lab, mods)
+    network, index = _network(mods, store)
+    port = lab._consul_forwarder().address[1]
+    with multiprocessing.get_context("fork").Pool(8) as pool:
+        outcomes = pool.map(_remove_as, [(port, network, index, "h%d" % n) for n in range(8)])
+    assert sorted(outcomes) == ["deleted"] + ["gone"] * 7, outcomes
+    assert kv(lab) == {}
+
+
+def test_a_removal_left_half_done_by_a_dead_host_is_taken_over(lab, mods):
+    _keys, _network_mod, _records = mods[2], mods[3], mods[4]
+    store = _store(lab, mods)
+    layout = _keys.Layout("overlay")
+    network, index = _network(mods, store)
+    marked, marked_index = _records.mark_removing(store, layout, network, index, "dead")
+    stale = dict(marked, removing={"host": "dead", "at": "2020-01-01T00:00:00Z"})
+    store.commit([mods[0].op_cas(layout.network("n1"), stale, marked_index)])
+    # This run read the record before the dead host marked it: its check-and-set loses, it reads
+    # again, sees a mark nobody will finish, and finishes the removal itself.
+    assert _network_mod._remove_record(store, layout, network, index, "h2") == ([], True)
+    assert kv(lab) == {}
+
+
+def test_a_removal_racing_an_attach_keeps_the_network_for_its_endpoint(lab, mods):
+    _keys, _network_mod, _records = mods[2], mods[3], mods[4]
+    store = _store(lab, mods)
+    layout = _keys.Layout("overlay")
+    network, index = _network(mods, store)
+    port = lab._consul_forwarder().address[1]
+    _claim(mods, store, network, index, ["A"])
+    # Two hosts remove with the stale read (no endpoints seen); the endpoint that committed keeps it.
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        outcomes = pool.map(_remove_as, [(port, network, index, "h%d" % n) for n in range(2)])
+    assert outcomes == ["kept", "kept"], outcomes
+    record = kv(lab)["overlay/v1/networks/n1"]
+    assert "removing" not in record
+    assert len(_endpoint_keys(lab)) == 3

@@ -320,23 +320,39 @@ class Plugin:
         entry = {"subnet": str(subnet), "gateway": gateway, "internal": internal, "mtu": mtu,
                  "name": record["name"] if record else name}
         if entry["name"]:
-            self._ensure_cluster_network(entry)
+            self._ensure_cluster_network(docker_id, entry)
             self.networks.put(docker_id, entry)
         else:  # Docker stores the name after this call returns: read it then, and create the network
             self.networks.put(docker_id, entry)
             threading.Thread(target=self._name_later, args=(docker_id,), daemon=True).start()
         return {}
 
-    def _ensure_cluster_network(self, entry):
-        """The overlay network in Consul (created when missing) and this host's part of it."""
+    def _ensure_cluster_network(self, docker_id, entry):
+        """The overlay network in Consul (created when missing, ``origin: docker``), this host's part
+        of it, and this Docker network registered as one of its users (the last user's
+        ``docker network rm`` removes a network Docker created). A removal by another host racing
+        this one (its last user leaving) is waited for, then the network is created again."""
         params = self._engine_params(name=entry["name"], state="present", subnet=entry["subnet"],
                                      gateway=entry.get("gateway"), internal=entry.get("internal") or None,
-                                     mtu=int(entry["mtu"]) if entry.get("mtu") else None, gc=False)
-        result = _network.run(params, False)
-        entry["id"] = result["network"]["id"]
+                                     mtu=int(entry["mtu"]) if entry.get("mtu") else None, gc=False, origin="docker")
+        deadline = time.monotonic() + _network.REMOVE_WAIT
+        while True:
+            try:
+                network = _network.run(params, False)["network"]
+                store = self.store()
+                record, index = _records.read_network(store, self.layout, network["name"])
+                if record is None or record.get("id") != network["id"]:
+                    raise _records.RemovalConflict("network %s was removed meanwhile" % network["name"], "name")
+                _records.add_user(store, self.layout, record, index, self.host, docker_id, "docker")
+                break
+            except _records.RemovalConflict:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        entry["id"] = network["id"]
         # An internal overlay stays internal whatever Docker was told: no docker_gwbridge at Join.
-        entry["internal"] = bool(result["network"].get("internal") or entry.get("internal"))
-        return result["network"]
+        entry["internal"] = bool(network.get("internal") or entry.get("internal"))
+        return network
 
     def _name_later(self, docker_id):
         entry = self.networks.get(docker_id)
@@ -354,7 +370,7 @@ class Plugin:
                 return current
             current["name"] = name
             try:
-                self._ensure_cluster_network(current)
+                self._ensure_cluster_network(docker_id, current)
             except OverlayError as e:
                 current["error"] = _message(e)
                 self.log("docker network %s (%s): %s" % (name, docker_id[:12], current["error"]))
@@ -375,17 +391,28 @@ class Plugin:
         return entry
 
     def NetworkDriver_DeleteNetwork(self, body):
-        entry = self.networks.pop(body.get("NetworkID"))
-        if entry and entry.get("id") and not any(e.get("id") == entry["id"] for e in self.networks.data.values()):
-            try:  # this host's part goes when no endpoint of this host is left; Consul keeps the network
-                record = _records.lookup(self.store(), self.layout, entry["id"])[0]
-                local = [e for e in self.store().values(self.layout.endpoints(record["id"]))
-                         if isinstance(e, dict) and e.get("host") == self.host]
-                if not local:
-                    with _hostlock.HostLock(), _netns.Netlink() as nl:
-                        _overlay_ns.remove(nl, record, apply=True)
-            except OverlayError:
-                pass
+        docker_id = body.get("NetworkID")
+        entry = self.networks.pop(docker_id)
+        if not entry or not entry.get("id"):
+            return {}
+        try:
+            store = self.store()
+            try:
+                record = _records.lookup(store, self.layout, entry["id"])[0]
+            except OverlayError:  # removed from Consul already: this host's part may still be here
+                record = {"id": entry["id"], "name": entry.get("name")}
+            outcome = _network.leave_runtime_network(store, self.layout, entry["id"], self.host, docker_id)
+            self.log("docker network %s removed: overlay network %s %s" % (docker_id[:12], record["name"], outcome))
+            if any(e.get("id") == entry["id"] for e in self.networks.data.values()):
+                return {}  # another Docker network of this host still maps to it
+            # This host's part goes when no endpoint of this host is left (or the network is gone).
+            local = outcome == "kept" and [e for e in store.values(self.layout.endpoints(record["id"]))
+                                           if isinstance(e, dict) and e.get("host") == self.host]
+            if not local:
+                with _hostlock.HostLock(), _netns.Netlink() as nl:
+                    _overlay_ns.remove(nl, record, apply=True)
+        except OverlayError as e:
+            self.log("docker network %s removed; its overlay network: %s" % (docker_id[:12], _message(e)))
         return {}
 
     # ------------------------------------------------------------------ endpoints

@@ -20,7 +20,6 @@ since is left alone. Callers hold the host lock, so no attach or detach of this 
 """
 from __future__ import annotations
 
-import time
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _keys, _links, _netns, _overlay_ns
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError

@@ -59,6 +59,14 @@ class Layout:
     def host(self, host):
         return self.root + "hosts/" + host
 
+    def users(self, network_id):
+        """Who uses a network outside the inventory: one key per host and runtime network (a
+        Docker NetworkID) that maps to it. A network created through a runtime goes with its last user."""
+        return "%susers/%s/" % (self.root, network_id)
+
+    def user(self, network_id, host, ref):
+        return "%s%s/%s" % (self.users(network_id), host, ref)
+
     def gateway_ipam(self, host):
         return "%sgateway-ipam/%s/" % (self.root, host)
 

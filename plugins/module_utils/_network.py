@@ -36,6 +36,9 @@ class Request:
         self.internal = params.get("internal")
         self.anti_spoofing = params.get("anti_spoofing")  # None: not given (a new network gets True)
         self.force = params.get("force", False)
+        # Set by a runtime's front door (the agent's Docker plugin), never by the module: a network
+        # created this way goes with its last runtime user (leave_runtime_network).
+        self.origin = params.get("origin")
 
 
 def differences(record, req):
@@ -56,9 +59,12 @@ def new_record(req, underlay):
         raise OverlayError("is required to create network %s, which does not exist yet" % req.name, "subnet")
     mtu = req.mtu if req.mtu is not None else underlay.max_overlay_mtu
     gateway = req.gateway or next(req.subnet.hosts())
-    return _keys.network_record(req.name, req.subnet, gateway, req.vni, mtu, req.port or DEFAULT_PORT,
-                                bool(req.internal), underlay.host,
-                                anti_spoofing=req.anti_spoofing is not False)
+    record = _keys.network_record(req.name, req.subnet, gateway, req.vni, mtu, req.port or DEFAULT_PORT,
+                                  bool(req.internal), underlay.host,
+                                  anti_spoofing=req.anti_spoofing is not False)
+    if req.origin:
+        record["origin"] = req.origin
+    return record
 
 
 def check_overlaps(networks, req):
@@ -203,9 +209,11 @@ def absent(nl, store, layout, record, index, underlay, req, settings, check_mode
             "diff": {"before": {"network": record}, "after": {"network": record if kept else None}}}
 
 
-def _remove_record(store, layout, record, index, host):
+def _remove_record(store, layout, record, index, host, users_keep=False):
     """Mark, re-read, then delete (or un-mark when an endpoint landed before the mark).
-    Returns (endpoints that keep the network, whether this run deleted the record).
+    Returns (endpoints that keep the network, whether this run deleted the record). With
+    ``users_keep`` (the last runtime user leaving), a registered user keeps the network like an
+    endpoint; otherwise (the inventory removes it) the users' keys go with it.
 
     Several hosts leave a network at once (a play's ``state: absent`` runs on every host): a
     check-and-set lost to another host is not an error. The record is read again: gone means
@@ -218,7 +226,7 @@ def _remove_record(store, layout, record, index, host):
         try:
             marked, marked_index = _records.mark_removing(store, layout, record, index, host)
             tree = _records.network_tree(store, layout, marked)
-            remaining = _records.endpoints_of(tree, layout, marked)
+            remaining = _keeping(tree, layout, marked, users_keep)
             if remaining:
                 _records.unmark_removing(store, layout, marked, marked_index)
                 return remaining, False
@@ -234,9 +242,32 @@ def _remove_record(store, layout, record, index, host):
             record, index = _records.read_network(store, layout, name)
         if record is None or record.get("id") != network_id:
             return [], False  # removed by another host (and maybe created again since: that one is not ours)
-        remaining = _records.endpoints_of(_records.network_tree(store, layout, record), layout, record)
+        remaining = _keeping(_records.network_tree(store, layout, record), layout, record, users_keep)
         if remaining and not record.get("removing"):
             return remaining, False
+
+
+def _keeping(tree, layout, record, users_keep):
+    return _records.endpoints_of(tree, layout, record) + (
+        _records.users_of(tree, layout, record) if users_keep else [])
+
+
+def leave_runtime_network(store, layout, network_id, host, ref):
+    """A runtime (``docker network rm``) drops this host's use of the network. A network the
+    runtime created (``origin`` set) is removed from Consul with its last user, through the same
+    removal as ``state: absent`` (an endpoint or a user registering meanwhile keeps it); one the
+    inventory created stays. Returns what was done, for the log."""
+    _records.remove_user(store, layout, network_id, host, ref)
+    record = _records.lookup(store, layout, network_id)[0] if len(network_id) >= 12 else None
+    if record is None or record.get("id") != network_id or not record.get("origin"):
+        return "kept" if record is not None else "gone"
+    record, index = _records.read_network(store, layout, record["name"])
+    if record is None or record.get("id") != network_id:
+        return "gone"
+    if _keeping(_records.network_tree(store, layout, record), layout, record, True):
+        return "kept"
+    remaining, deleted = _remove_record(store, layout, record, index, host, users_keep=True)
+    return "removed" if deleted else "kept" if remaining else "gone"
 
 
 def _removed_elsewhere(record, host):

@@ -28,6 +28,14 @@ from ansible_collections.overlay.vxlan.plugins.module_utils._errors import Overl
 
 CLAIMS_PER_ENDPOINT = 4  # address, MAC, gateway address, record
 CHUNK = (_consul.TXN_MAX_OPS - 1) // CLAIMS_PER_ENDPOINT  # one op checks the network record
+
+
+class RemovalConflict(OverlayError):
+    """A network's removal met another writer: a removal's check-and-set lost (another host removing
+    the same network, an endpoint landing), or a write found the network marked for removal. The
+    caller may read the record again and decide once more."""
+
+
 SETTLE_ATTEMPTS = 5
 
 
@@ -71,8 +79,8 @@ def lookup(store, layout, spec, field="network"):
 def usable(record, field="network"):
     """Refuse to attach to a network another host is removing."""
     if record.get("removing"):
-        raise OverlayError("network %s is being removed (by host %s); attach after it is gone or re-created"
-                           % (record["name"], record["removing"].get("host", "?")), field)
+        raise RemovalConflict("network %s is being removed (by host %s); attach after it is gone or re-created"
+                              % (record["name"], record["removing"].get("host", "?")), field)
 
 
 def all_networks(store, layout):
@@ -148,9 +156,10 @@ def delete_created_network(store, layout, record, index):
 
 
 def network_tree(store, layout, record):
-    """Every key that belongs to the network: endpoint records and address/MAC claims (Entries)."""
+    """Every key that belongs to the network: endpoint records, address/MAC claims and users (Entries)."""
     out = {}
-    for prefix in (layout.endpoints(record["id"]), layout.ipam(record["id"]), layout.macs(record["id"])):
+    for prefix in (layout.endpoints(record["id"]), layout.ipam(record["id"]), layout.macs(record["id"]),
+                   layout.users(record["id"])):
         for key, (value, index) in store.get_tree(prefix).items():
             out[key] = Entry(key, value, index)
     return out
@@ -161,9 +170,40 @@ def endpoints_of(tree, layout, record):
     return [e for k, e in tree.items() if k.startswith(prefix) and isinstance(e.value, dict)]
 
 
-class RemovalConflict(OverlayError):
-    """A removal's check-and-set lost to another writer (another host removing the same network,
-    or an endpoint landing): the caller reads the record again and decides once more."""
+def users_of(tree, layout, record):
+    prefix = layout.users(record["id"])
+    return [e for k, e in tree.items() if k.startswith(prefix)]
+
+
+def add_user(store, layout, record, index, host, ref, runtime):
+    """Record that ``host``'s runtime network ``ref`` uses the network. Checked against the network
+    record's index: a removal's mark fails it (the caller reads again), and a removal that marked
+    after it sees the user and keeps the network."""
+    key = layout.user(record["id"], host, ref)
+    value, key_index = store.get(key)
+    if isinstance(value, dict) and value.get("runtime") == runtime:
+        ops = [_consul.op_check_index(layout.network(record["name"]), index)]
+    else:
+        ops = [_consul.op_check_index(layout.network(record["name"]), index),
+               _consul.op_cas(key, {"host": host, "runtime": runtime, "ref": ref, "at": _keys.now()}, key_index)]
+    try:
+        store.commit(ops)
+    except _consul.TxnConflict:
+        raise RemovalConflict("network %s changed while this host registered its use of it" % record["name"],
+                              "name")
+
+
+def remove_user(store, layout, network_id, host, ref):
+    """Forget ``host``'s runtime network ``ref``; True when the key was there."""
+    key = layout.user(network_id, host, ref)
+    value, index = store.get(key)
+    if value is None and not index:
+        return False
+    try:
+        store.commit([_consul.op_delete_cas(key, index)])
+    except _consul.TxnConflict:
+        pass  # gone meanwhile (a network removal took it)
+    return True
 
 
 def mark_removing(store, layout, record, index, host):
@@ -201,7 +241,7 @@ def delete_network(store, layout, marked, index, tree):
         store.commit(final)
     except _consul.TxnConflict as e:
         raise RemovalConflict("network %s changed while it was being removed (%s); run again" % (marked["name"], e),
-                           "state")
+                              "state")
 
 
 def _gateway_claim_deletes(store, layout, records):

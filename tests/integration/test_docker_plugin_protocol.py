@@ -9,7 +9,7 @@ import json
 import socket
 import time
 
-from overlay_helpers import kv, ns_exec, ping, together
+from overlay_helpers import collection_import_path, kv, ns_exec, ping, together
 
 SUBNET = "192.168.0.0/24"
 
@@ -218,3 +218,57 @@ def test_parallel_docker_runs_on_two_hosts_never_share_an_address_and_lost_relea
     ip = addresses[0].split("/")[0]
     assert store["overlay/v1/endpoints/%s/%s" % (net_id, "e9" * 32)]["ip"] == ip
     assert store["overlay/v1/ipam/%s/%s" % (net_id, ip)]["endpoint"] == "e9" * 32
+
+
+def test_docker_network_rm_is_reference_counted_across_hosts(lab_factory, collection_path, tmp_path):
+    collection_import_path(collection_path)
+    lab = lab_factory()
+    d0, d1 = lab.hosts["docker0"], lab.hosts["docker1"]
+    s0, _a0 = start_agent(lab, d0, collection_path, tmp_path)
+    s1, _a1 = start_agent(lab, d1, collection_path, tmp_path)
+    docker_network_create(s0, "a" * 64)
+    docker_network_create(s1, "b" * 64)
+    store = kv(lab)
+    record = store["overlay/v1/networks/demonet"]
+    assert record["origin"] == "docker"
+    users = "overlay/v1/users/%s/" % record["id"]
+    assert sorted(k[len(users):] for k in store if k.startswith(users)) == ["docker0/" + "a" * 64,
+                                                                            "docker1/" + "b" * 64]
+    ns = "ovl-" + record["id"][:12]
+    assert ns in d0.run(["ip", "netns", "list"]).stdout and ns in d1.run(["ip", "netns", "list"]).stdout
+
+    # docker network rm on docker0 frees nothing docker1 uses: the network and its VNI stay.
+    d1.add_netns("c1")
+    pool = call(s1, "IpamDriver.RequestPool", {"Pool": SUBNET, "Options": {}, "V6": False})
+    c1 = docker_run(d1, s1, "b" * 64, "e1" * 32, pool["PoolID"], "c1")
+    assert "address" in c1, c1
+    assert call(s0, "NetworkDriver.DeleteNetwork", {"NetworkID": "a" * 64}) == {}
+    store = kv(lab)
+    assert store["overlay/v1/networks/demonet"]["id"] == record["id"]
+    assert "overlay/v1/vnis/%d" % record["vni"] in store
+    assert [k for k in store if k.startswith(users)] == [users + "docker1/" + "b" * 64]
+    assert ns not in d0.run(["ip", "netns", "list"]).stdout  # docker0's part went with its last use
+    assert ns in d1.run(["ip", "netns", "list"]).stdout
+
+    # The last user's rm removes the network Docker created, once its endpoint is gone.
+    call(s1, "NetworkDriver.Leave", {"NetworkID": "b" * 64, "EndpointID": "e1" * 32})
+    call(s1, "NetworkDriver.DeleteEndpoint", {"NetworkID": "b" * 64, "EndpointID": "e1" * 32})
+    call(s1, "IpamDriver.ReleaseAddress", {"PoolID": pool["PoolID"], "Address": c1["address"].split("/")[0]})
+    assert call(s1, "NetworkDriver.DeleteNetwork", {"NetworkID": "b" * 64}) == {}
+    assert kv(lab) == {k: v for k, v in kv(lab).items() if k.startswith("overlay/v1/hosts/")}, kv(lab)
+    assert ns not in d1.run(["ip", "netns", "list"]).stdout
+
+    # A network the inventory created (overlay_network: no origin) stays when every Docker user leaves.
+    import ipaddress
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _keys, _records
+    store = _consul.Consul({"host": "127.0.0.1", "port": lab._consul_forwarder().address[1], "scheme": "http",
+                            "token": None, "ca_cert": None, "verify": True, "timeout": 10, "prefix": "overlay"})
+    _records.create_network(store, _keys.Layout("overlay"), _keys.network_record(
+        "invnet", ipaddress.ip_network("10.66.0.0/24"), "10.66.0.1", None, 1450, 4789, False, "inventory"))
+    docker_network_create(s0, "c" * 64, name="invnet", subnet="10.66.0.0/24")
+    docker_network_create(s1, "d" * 64, name="invnet", subnet="10.66.0.0/24")
+    assert call(s0, "NetworkDriver.DeleteNetwork", {"NetworkID": "c" * 64}) == {}
+    assert call(s1, "NetworkDriver.DeleteNetwork", {"NetworkID": "d" * 64}) == {}
+    store = kv(lab)
+    assert "origin" not in store["overlay/v1/networks/invnet"]
+    assert not [k for k in store if k.startswith("overlay/v1/users/")]

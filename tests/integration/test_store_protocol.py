@@ -245,3 +245,32 @@ def test_a_removal_racing_an_attach_keeps_the_network_for_its_endpoint(lab, mods
     record = kv(lab)["overlay/v1/networks/n1"]
     assert "removing" not in record
     assert len(_endpoint_keys(lab)) == 3
+
+
+def test_a_runtime_user_registering_before_the_last_users_mark_keeps_the_network(lab, mods):
+    _keys, _network_mod, _records = mods[2], mods[3], mods[4]
+    store = _store(lab, mods)
+    layout = _keys.Layout("overlay")
+    network, index = _network(mods, store)
+    # The last user (h1) read "no other user"; meanwhile h2's docker network create registered.
+    _records.add_user(store, layout, network, index, "h2", "b" * 64, "docker")
+    remaining, deleted = _network_mod._remove_record(store, layout, network, index, "h1", users_keep=True)
+    assert not deleted and [e.key for e in remaining] == [layout.user(network["id"], "h2", "b" * 64)]
+    assert "removing" not in kv(lab)["overlay/v1/networks/n1"]
+
+
+def test_a_runtime_user_registering_after_the_mark_is_refused_and_the_inventory_removal_takes_users(lab, mods):
+    _keys, _network_mod, _records = mods[2], mods[3], mods[4]
+    store = _store(lab, mods)
+    layout = _keys.Layout("overlay")
+    network, index = _network(mods, store)
+    _records.mark_removing(store, layout, network, index, "h1")
+    with pytest.raises(_records.RemovalConflict):  # the agent waits for the removal and creates anew
+        _records.add_user(store, layout, network, index, "h2", "b" * 64, "docker")
+    assert not [k for k in kv(lab) if k.startswith("overlay/v1/users/")]
+
+    # overlay_network state=absent (no users_keep) removes a network that runtime users still list.
+    other, other_index = _network(mods, store, name="n2", subnet="10.81.0.0/24")
+    _records.add_user(store, layout, other, other_index, "h2", "c" * 64, "docker")
+    assert _network_mod._remove_record(store, layout, other, other_index, "h1") == ([], True)
+    assert not [k for k in kv(lab) if "/n2" in k or other["id"] in k]

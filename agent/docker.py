@@ -29,19 +29,18 @@ touches netlink or knows the key layout. What this door adds is Docker's protoco
 """
 from __future__ import annotations
 
-import http.client
 import http.server
 import ipaddress
 import json
 import os
-import socket
 import socketserver
 import subprocess
 import threading
 import time
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _consul, _endpoint, _gc, _hostlock, _keys, _netns, _network, _overlay_ns, _records, _underlay, _validate)
+    _consul, _endpoint, _gc, _hostlock, _keys, _netns, _network, _overlay_ns, _records, _runtime, _underlay,
+    _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 PLUGIN_NAME = "overlay.vxlan"
@@ -101,25 +100,11 @@ class NetworkMap:
         os.rename(tmp, self.path)
 
 
-def _docker_get(docker_host, path):
-    """GET ``path`` from Docker's API: the decoded JSON of a 200 reply, or None."""
-    sock = docker_host[len("unix://"):] if docker_host.startswith("unix://") else docker_host
-    try:
-        conn = _UnixHTTPConnection(sock, timeout=2)
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
-        conn.close()
-        return json.loads(body) if resp.status == 200 else None
-    except (OSError, ValueError, http.client.HTTPException):
-        return None
-
-
 def docker_network_name(docker_host, network_id, timeout=10.0):
     """The name Docker stored for ``network_id`` (asked after CreateNetwork returned), or None."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = _docker_get(docker_host, "/networks/%s" % network_id)
+        info = _runtime.get_json(docker_host, "/networks/%s" % network_id)
         if isinstance(info, dict) and info.get("Name"):
             return info["Name"]
         time.sleep(0.05)
@@ -131,11 +116,11 @@ def docker_endpoint_names(docker_host, network_id, endpoint_id, timeout=15.0):
     API once Docker lists the endpoint (after Join returned), or [] when it never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        info = _docker_get(docker_host, "/networks/%s" % network_id) or {}
+        info = _runtime.get_json(docker_host, "/networks/%s" % network_id) or {}
         for cid, c in (info.get("Containers") or {}).items():
             if isinstance(c, dict) and c.get("EndpointID") == endpoint_id and c.get("Name"):
                 # The container's own view carries the aliases once its join is recorded there too.
-                container = _docker_get(docker_host, "/containers/%s/json" % cid) or {}
+                container = _runtime.get_json(docker_host, "/containers/%s/json" % cid) or {}
                 ep = ((container.get("NetworkSettings") or {}).get("Networks") or {}).get(info.get("Name")) or {}
                 if ep.get("EndpointID") != endpoint_id and time.monotonic() < deadline - 1:
                     break
@@ -143,17 +128,6 @@ def docker_endpoint_names(docker_host, network_id, endpoint_id, timeout=15.0):
                 return [n for n in names if isinstance(n, str) and n]
         time.sleep(0.05)
     return []
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path, timeout=2):
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.unix_path)
 
 
 def _run_command(args, check_rc=False):

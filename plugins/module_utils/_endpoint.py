@@ -11,7 +11,7 @@ import socket
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
     _allocate, _antispoof, _consul, _firewall, _gateway, _hostlock, _keys, _links, _netns, _nft, _overlay_ns,
-    _peers, _records, _underlay, _validate)
+    _peers, _records, _runtime, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 OVERLAY_END = "ve-%s"   # the overlay namespace's end of eth0, on br0
@@ -23,11 +23,21 @@ CHUNK = _records.CHUNK
 class Item:
     """One requested endpoint, validated."""
 
-    def __init__(self, raw, field, defaults):
+    def __init__(self, raw, field, defaults, present=True):
         self.field = field
         self.name = _validate.object_name(raw.get("name"), field + "name")
         namespace = _validate.no_space(raw.get("namespace"), field + "namespace")
         self.ns = _netns.resolve(namespace, field + "namespace") if namespace else None
+        self.ns_field = field + "namespace"  # the option that named the namespace, for its errors
+        self.container = None  # what the runtime reported: {runtime, name, id, pid, sandbox_key, socket}
+        container = _validate.no_space(raw.get("container"), field + "container")
+        if container is not None:
+            if namespace:
+                raise OverlayError("give either namespace or container, not both", field + "container")
+            self.ns_field = field + "container"
+            if present:  # a detach goes by the endpoint's name: the container may be gone already
+                self.container = self.inspect(raw, container, defaults)
+                self.ns = _netns.of_container(self.container, self.ns_field)
         self.ip_text = _validate.no_space(raw.get("ip"), field + "ip")
         self.mac = _validate.mac(raw.get("mac"), field + "mac")
         self.ifname = _validate.ifname(raw.get("ifname") or defaults["ifname"], field + "ifname")
@@ -47,28 +57,43 @@ class Item:
         self.pending = raw.get("pending")
         self.endpoint_id = raw.get("id")  # the runtime's own endpoint id (Docker's EndpointID), if any
 
+    def inspect(self, raw, container, defaults):
+        """Ask the container's runtime for it, through the socket of this item or of the task."""
+        runtime_field = self.f("container_runtime") if raw.get("container_runtime") else "container_runtime"
+        runtime = _runtime.runtime_name(raw.get("container_runtime") or defaults["container_runtime"],
+                                        runtime_field)
+        socket_field = self.f("container_socket") if raw.get("container_socket") else "container_socket"
+        sock = _validate.no_space(raw.get("container_socket") or defaults["container_socket"], socket_field)
+        return _runtime.inspect(container, runtime, sock, self.f("container"), socket_field)
+
     def f(self, option):
         return self.field + option
 
 
 def items_from(params):
     _validate.key_segment(params.get("network"), "network")  # a network name or id prefix: both fit
-    defaults = {"ifname": params.get("ifname") or "eth0", "gateway_ifname": params.get("gateway_ifname") or "eth1"}
+    defaults = {"ifname": params.get("ifname") or "eth0", "gateway_ifname": params.get("gateway_ifname") or "eth1",
+                "container_runtime": params.get("container_runtime") or "docker",
+                "container_socket": params.get("container_socket")}
     if params.get("endpoints"):
         if params.get("name") is not None:
             raise OverlayError("give either name (one endpoint) or endpoints (a list), not both", "endpoints")
+        if params.get("container") is not None:
+            raise OverlayError("names the container of the one endpoint given by name; give each item of "
+                               "endpoints its own container", "container")
         raws = [(e, "endpoints[%d]." % i) for i, e in enumerate(params["endpoints"])]
         for raw, field in raws:
             if raw.get("network") not in (None, params["network"]):
                 raise OverlayError("is %s, but this task attaches to network %s" % (raw["network"], params["network"]),
                                    field + "network")
     elif params.get("name") is not None:  # an empty name is refused as a name, below
-        raws = [(dict(name=params["name"], namespace=params.get("namespace"), ip=params.get("ip"),
-                      mac=params.get("mac"), handoff=params.get("handoff"), pending=params.get("pending"),
-                      id=params.get("endpoint_id")), "")]
+        raws = [(dict(name=params["name"], namespace=params.get("namespace"), container=params.get("container"),
+                      ip=params.get("ip"), mac=params.get("mac"), handoff=params.get("handoff"),
+                      pending=params.get("pending"), id=params.get("endpoint_id")), "")]
     else:
         raise OverlayError("one of name or endpoints is required", "name")
-    items = [Item(raw, field, defaults) for raw, field in raws]
+    present = params.get("state", "present") == "present"
+    items = [Item(raw, field, defaults, present) for raw, field in raws]
     seen = {}
     for item in items:
         if item.name in seen:
@@ -115,14 +140,14 @@ def validate_items(nl, network, items, existing, claims, macs, underlay, gw, for
     overlay_ids = {_netns.identity(_netns.resolve(n, "namespace")) for n in _netns.list_named() if n.startswith("ovl-")}
     for item in items:
         if item.ns is None:
-            raise OverlayError("is required to attach endpoint %s" % item.name, item.f("namespace"))
-        _netns.check_exists(item.ns, item.f("namespace"))
+            raise OverlayError("is required to attach endpoint %s (or give container)" % item.name, item.f("namespace"))
+        _netns.check_exists(item.ns, item.ns_field)
         ns_id = _netns.identity(item.ns)
         if ns_id == host_id and not item.handoff:
             raise OverlayError("%s is this host's own network namespace; an endpoint needs a namespace of its own "
-                               "(a container's)" % item.ns.describe(), item.f("namespace"))
+                               "(a container's)" % item.ns.describe(), item.ns_field)
         if ns_id in overlay_ids:
-            raise OverlayError("%s is an overlay network's own namespace" % item.ns.describe(), item.f("namespace"))
+            raise OverlayError("%s is an overlay network's own namespace" % item.ns.describe(), item.ns_field)
         for ifname in (item.ifname, item.gw_ifname):
             other_name = names_in_ns.get((ns_id, ifname))
             if other_name is not None:
@@ -207,7 +232,7 @@ def check_interfaces(nl, network, gw, item, record, overlay_ns, force):
         if port is not None and not mine and option == "ifname":
             raise OverlayError("endpoint %s is attached to another namespace (%s) that still exists; detach it "
                                "there first (a restarted container's old namespace is gone, which is allowed)"
-                               % (item.name, record["namespace"]), item.f("namespace"))
+                               % (item.name, record["namespace"]), item.ns_field)
         if msg is not None and not mine and not force:
             raise OverlayError("%s already has a %s device named %s that overlay.vxlan did not create for this "
                                "endpoint; it will not be replaced (set force: true to replace it)"
@@ -364,8 +389,9 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
             if record is None:  # check mode, not yet registered
                 actions.append("%s: create interfaces %s%s in %s" % (
                     item.name, item.ifname, "" if gw is None else " and " + item.gw_ifname, item.ns.describe()))
-                results.append({"name": item.name, "network": network["name"], "namespace": item.ns.spec,
-                                "ip": str(item.ip) if item.ip else None, "host": underlay.host})
+                results.append(with_container({"name": item.name, "network": network["name"],
+                                               "namespace": item.ns.spec, "ip": str(item.ip) if item.ip else None,
+                                               "host": underlay.host}, item))
                 continue
             if not apply and not _overlay_ns.namespace(network).exists():  # check mode: nothing to read yet
                 actions.append("%s: create interfaces in %s" % (item.name, item.ns.describe()))
@@ -374,7 +400,7 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
                                                   params.get("default_route", True))
                 built = built or bool(kernel)
                 actions += kernel
-            results.append(describe(nl, network, record, item.ns, apply, inner_ends))
+            results.append(with_container(describe(nl, network, record, item.ns, apply, inner_ends), item))
         actions += _firewall.sync_store(store, layout, underlay.vtep, apply)
         if vx_index is not None:  # read under the host lock: no sync since can have seen newer records
             actions += _peers.sync(nl.get(_overlay_ns.namespace(network)), vx_index,
@@ -399,6 +425,13 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
             "diff": {"before": {"endpoints": {i.name: diff_fields(existing[i.name].value)
                                               for i in items if i.name in existing}},
                      "after": {"endpoints": {r["name"]: diff_fields(r) for r in results}, "actions": actions}}}
+
+
+def with_container(result, item):
+    """A result entry with what the runtime reported for the item's container, if it named one."""
+    if item.container is not None:
+        result["container"] = {k: item.container[k] for k in ("runtime", "name", "id", "pid", "sandbox_key")}
+    return result
 
 
 DIFF_FIELDS = ("network", "namespace", "ip", "mac", "ifname", "gateway_ip", "host", "vtep")

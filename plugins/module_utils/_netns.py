@@ -45,10 +45,11 @@ def require_root():
 class Namespace:
     """A resolved network namespace: ``path`` is None for the namespace the module runs in."""
 
-    def __init__(self, spec, path, kind):
+    def __init__(self, spec, path, kind, label=None):
         self.spec = spec
         self.path = path
         self.kind = kind  # host | name | path | pid
+        self.label = label  # what holds it, for messages: "docker container C0"
 
     @property
     def is_host(self):
@@ -62,6 +63,8 @@ class Namespace:
         return self.path is None or os.path.exists(self.path)
 
     def describe(self):
+        if self.label:
+            return "the namespace of %s (%s)" % (self.label, self.spec)
         return "the host namespace" if self.is_host else "namespace %s" % self.spec
 
     def __eq__(self, other):
@@ -96,6 +99,23 @@ def resolve(spec, field):
         raise OverlayError("%r is not a valid namespace name (letters, digits, '_', '.', '-'; at most 64)" % spec,
                            field)
     return Namespace(spec, os.path.join(NETNS_RUN_DIR, spec), "name")
+
+
+def of_container(info, field):
+    """The network namespace of a running container as _runtime.inspect reported it: its PID's,
+    /proc/PID/ns/net (the spec stored in the endpoint's record; a restart gives a new PID, and the
+    next run moves the endpoint there). When the runtime's SandboxKey is visible here too, both
+    must be the same namespace: otherwise the PID is not the container's in this PID namespace."""
+    label = "%s container %s" % (info["runtime"], info["name"])
+    ns = Namespace("/proc/%d/ns/net" % info["pid"], "/proc/%d/ns/net" % info["pid"], "path", label)
+    if not os.path.exists(ns.path):
+        raise OverlayError("%s runs as PID %d, which this host does not have (does the module run in the "
+                           "runtime's PID namespace?)" % (label, info["pid"]), field)
+    key = info.get("sandbox_key")
+    if key and is_netns(key) and not same_namespace(ns, Namespace(key, key, "path")):
+        raise OverlayError("%s runs as PID %d, whose network namespace is not its sandbox %s (does the module "
+                           "run in the runtime's PID namespace?)" % (label, info["pid"], key), field)
+    return ns
 
 
 def check_exists(ns, field, create=False, check_mode=False):

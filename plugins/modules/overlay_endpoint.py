@@ -52,7 +52,35 @@ options:
   namespace:
     description:
       - Target network namespace, as an C(ip netns) name, a path (V(/proc/PID/ns/net), a Docker or Podman SandboxKey)
-        or a PID. Required with O(state=present).
+        or a PID. With O(state=present) this or O(container) is required.
+    type: str
+  container:
+    description:
+      - Target container by name or id, instead of O(namespace) (give one of the two). Its runtime (O(container_runtime))
+        is asked for it over its API socket (O(container_socket)) and the endpoint goes into the network namespace of its
+        process, V(/proc/PID/ns/net), which the endpoint's record stores as its namespace.
+      - The container must be running; start it with no network of the runtime's own (Docker's C(--network none),
+        Podman's C(--network none)), or choose an O(ifname) it does not use.
+      - A restarted container has a new namespace; the next run moves the endpoint there (same address and MAC) and
+        reports a change. The address of a container that was removed is kept until O(state=absent) or the garbage
+        collection of M(overlay.vxlan.overlay_network).
+      - With O(state=absent) the runtime is not asked (the container may be gone); the endpoint is found by O(name).
+      - For a list of endpoints, give each item its own container (O(endpoints[].container)).
+    type: str
+  container_runtime:
+    description:
+      - The runtime of O(container) and of the items' O(endpoints[].container) that do not set their own.
+      - Both are asked through Docker's Engine API (C(GET /containers/NAME/json)); Podman serves it on the socket of its API
+        service (C(systemctl enable --now podman.socket), or C(podman system service)).
+    type: str
+    choices: [docker, podman]
+    default: docker
+  container_socket:
+    description:
+      - Path of the runtime's API socket (a V(unix://) prefix is allowed), for O(container) and the items that do not set
+        their own.
+      - Defaults to V(/run/docker.sock) for Docker (V(/var/run/docker.sock) is a link to it on current systems) and to
+        V(/run/podman/podman.sock) for rootful Podman.
     type: str
   ip:
     description: IPv4 address in the network's subnet. Allocated when omitted.
@@ -74,6 +102,16 @@ options:
         type: str
       namespace:
         description: Target namespace, as for O(namespace).
+        type: str
+      container:
+        description: Target container by name or id, as for O(container) (instead of O(endpoints[].namespace)).
+        type: str
+      container_runtime:
+        description: Runtime of O(endpoints[].container); defaults to O(container_runtime).
+        type: str
+        choices: [docker, podman]
+      container_socket:
+        description: API socket of that runtime; defaults to O(container_socket), else the runtime's default socket.
         type: str
       ip:
         description: IPv4 address, as for O(ip).
@@ -137,16 +175,38 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ c0.endpoints[0].name }}: {{ c0.endpoints[0].ip }} ({{ c0.endpoints[0].mac }}), gateway side {{ c0.endpoints[0].gateway_ip }}"
 
-- name: Look up a Docker container
-  community.docker.docker_container_info:
+- name: A Docker container with no network of Docker's own
+  community.docker.docker_container:
     name: web1
-  register: web1
+    image: debian
+    command: sleep infinity
+    network_mode: none
 
-- name: Attach the container by its PID (the next free address of the subnet)
+- name: Attach the container by its name (the next free address of the subnet); a re-run after a restart moves it
   overlay.vxlan.overlay_endpoint:
     network: demonet
     name: web1
-    namespace: "{{ web1.container.State.Pid }}"
+    container: web1
+  register: web1
+
+- name: What Docker reported
+  ansible.builtin.debug:
+    msg: "{{ web1.endpoints[0].container.id }} runs as PID {{ web1.endpoints[0].container.pid }}"
+
+- name: A Podman container (rootful Podman's API service must run; systemctl enable --now podman.socket)
+  containers.podman.podman_container:
+    name: db1
+    image: debian
+    command: sleep infinity
+    network: none
+
+- name: Docker and Podman containers in one task, an API socket of its own for one of them
+  overlay.vxlan.overlay_endpoint:
+    network: demonet
+    endpoints:
+      - {name: web1, container: web1}
+      - {name: db1, container: db1, container_runtime: podman}
+      - {name: web2, container: web2, container_socket: /srv/docker/docker.sock}
 
 - name: Several endpoints in one task (much faster than a loop of tasks)
   overlay.vxlan.overlay_endpoint:
@@ -202,11 +262,15 @@ endpoints:
   description:
     - One entry per endpoint of the task, as registered in Consul (id, name, network, network_id, ip, prefixlen, mac,
       host, vtep, ifname, gateway_ip, gateway_ifname, namespace) with the target-side interfaces as built.
+    - An endpoint given by O(container) also has C(container), what the runtime reported (runtime, name, id, pid,
+      sandbox_key).
   returned: always
   type: list
   elements: dict
   sample:
     - {name: C0, ip: 192.168.0.100, mac: "02:42:c0:a8:00:64", host: docker0, vtep: 10.0.0.10, gateway_ip: 172.18.0.2,
+       namespace: /proc/4242/ns/net,
+       container: {runtime: docker, name: C0, id: 8f3c0e5b2a41, pid: 4242, sandbox_key: /var/run/docker/netns/0c1d2e3f4a5b},
        interfaces: {eth0: {mtu: 1450, addresses: [192.168.0.100/24]}, eth1: {addresses: [172.18.0.2/16]}}}
 actions:
   description: What was changed (or would be, in check mode).
@@ -227,6 +291,9 @@ ENDPOINT_OPTIONS = dict(
     name=dict(type="str", required=True),
     network=dict(type="str"),
     namespace=dict(type="str"),
+    container=dict(type="str"),
+    container_runtime=dict(type="str", choices=["docker", "podman"]),
+    container_socket=dict(type="str"),
     ip=dict(type="str"),
     mac=dict(type="str"),
     ifname=dict(type="str"),
@@ -239,6 +306,9 @@ def main():
         network=dict(type="str", required=True),
         name=dict(type="str"),
         namespace=dict(type="str"),
+        container=dict(type="str"),
+        container_runtime=dict(type="str", choices=["docker", "podman"], default="docker"),
+        container_socket=dict(type="str"),
         ip=dict(type="str"),
         mac=dict(type="str"),
         endpoints=dict(type="list", elements="dict", options=ENDPOINT_OPTIONS),

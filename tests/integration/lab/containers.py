@@ -34,11 +34,12 @@ BUSYBOX = "/bin/busybox"
 IMAGE = "local/busybox"
 IMAGE_ALIASES = ("debian",)
 CACHE = REPO / ".cache" / "images"
+SERVICE_SOCKET = "/run/podman/podman.sock"   # rootful Podman's API socket (podman.socket)
 
 # Paths the hosts would share without a private tmpfs each (see the module docstring).
 PRIVATE_DIRS = ("/run/docker", "/etc/docker", "/run/containerd", "/run/runc", "/run/crun",
                 "/var/lib/cni", "/etc/cni/net.d", "/opt/cni", "/run/containers", "/run/libpod",
-                "/var/lib/containers")
+                "/var/lib/containers", "/run/podman")
 CGROUP_V1 = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids")
 
 
@@ -224,6 +225,7 @@ class Podman:
         self.dir = lab.workdir / "podman" / host.name
         self.cgroup = f"/{lab.tag}-{host.name}-podman"
         self._ready = False
+        self.service = None
         prepare_host(host)
         lab.add_stop_hook(self.stop)
 
@@ -273,8 +275,29 @@ runroot = "{d / 'run'}"
             args[1:1] = ["--cgroup-parent", self.cgroup]
         return self.host.run(self.env() + [PODMAN, *args], check=check, timeout=timeout)
 
+    def serve(self, sock: str = SERVICE_SOCKET, timeout: float = 30) -> str:
+        """Podman's API service (Docker-compatible and libpod) on ``sock`` in this host, as the
+        podman.socket unit gives it: ``podman system service --time 0``, started through
+        ``Lab._spawn`` and stopped by its PID. /run/podman is private to the host. Returns the path."""
+        if self.service is not None and self.service.popen.poll() is None:
+            return sock
+        self.service = self.lab._spawn("podman-service", self.host.name, self.host.nsenter_cmd() + self.env() + [
+            PODMAN, "system", "service", "--time", "0", "unix://" + sock])
+        deadline = time.monotonic() + timeout
+        while self.host.run(["test", "-S", sock], check=False).returncode != 0:
+            if self.service.popen.poll() is not None:
+                raise LabError(f"podman system service on {self.host.name} exited: see "
+                               f"{self.lab._log_path('podman-service', self.host.name)}")
+            if time.monotonic() > deadline:
+                raise LabError(f"podman system service on {self.host.name}: no socket {sock} in {timeout} s")
+            time.sleep(0.1)
+        return sock
+
     def stop(self) -> None:
         if self._ready and self.lab.hosts.get(self.host.name) is self.host:
             self.podman("rm", "-af", "-t", "0", check=False, timeout=60)
+        if self.service is not None:
+            self.lab._stop_procs([self.service], timeout=10, strict=False)
+            self.service = None
         _kill_cgroup(self.cgroup)
         self._ready = False

@@ -202,8 +202,8 @@ def test_item_errors_name_the_option_that_was_given(api, tmp_path):
     e = error(lambda: _endpoint.items_from(params(container_socket=str(tmp_path / "gone.sock"),
                                                   endpoints=[{"name": "b", "container": "X9"}])))
     assert e.field == "container_socket"  # the task's socket, not the item's
-    e = error(lambda: _endpoint.items_from(params(endpoints=[{"name": "b", "container": "X9",
-                                                               "container_runtime": "rkt"}])))
+    item = {"name": "b", "container": "X9", "container_runtime": "rkt"}
+    e = error(lambda: _endpoint.items_from(params(endpoints=[item])))
     assert e.field == "endpoints[0].container_runtime"
     e = error(lambda: _endpoint.items_from(params(name="a", container="C0", namespace="c0")))
     assert e.field == "container" and "either namespace or container" in e.message

@@ -47,6 +47,8 @@ def parser():
                    help="Docker's API, read for network names (default %(default)s)")
     p.add_argument("--state-dir", default=docker.DEFAULT_STATE_DIR,
                    help="where this host's Docker network map is kept (default %(default)s)")
+    p.add_argument("--log-calls", action="store_true",
+                   help="log every Docker plugin call with its duration (where a docker run spends its time)")
     p.add_argument("--dns-listen", action="append", default=[], metavar="ADDRESS:PORT",
                    help="serve the cluster's endpoint names on this UDP address (repeatable); none: no names")
     p.add_argument("--dns-upstream", action="append", default=None, metavar="ADDRESS[:PORT]",
@@ -74,7 +76,7 @@ def main(argv=None):
     server = None
     if args.docker_plugin:
         plugin = docker.Plugin(params, state_dir=args.state_dir, docker_host=args.docker_host, log=peers._log,
-                               gc=args.gc)
+                               gc=args.gc, log_calls=args.log_calls)
         server = docker.serve(plugin, args.docker_socket)
         peers._log("docker plugin listening on %s" % args.docker_socket)
     if args.dns_listen:

@@ -139,9 +139,11 @@ class Plugin:
     """The protocol's calls as methods; ``call(path, body)`` dispatches. Thread-safe: Docker calls
     concurrently, and the engine takes the host lock for every kernel change."""
 
-    def __init__(self, params, state_dir=DEFAULT_STATE_DIR, docker_host="unix:///run/docker.sock", log=None, gc=True):
+    def __init__(self, params, state_dir=DEFAULT_STATE_DIR, docker_host="unix:///run/docker.sock", log=None, gc=True,
+                 log_calls=False):
         self.params = dict(params)
         self.gc = gc
+        self.log_calls = log_calls
         self.settings = _consul.connection_settings(self.params)
         self.layout = _keys.Layout(self.settings["prefix"])
         self.networks = NetworkMap(os.path.join(state_dir, "docker-networks.json"))
@@ -160,8 +162,12 @@ class Plugin:
         ipam = path.strip("/").startswith("IpamDriver.")
         if handler is None or not (method.startswith(("Plugin_", "NetworkDriver_", "IpamDriver_"))):
             return 404, {"Err": "overlay.vxlan does not implement %s" % path}
+        started = time.monotonic()
         try:
-            return 200, handler(body or {})
+            reply = handler(body or {})
+            if self.log_calls:  # where a `docker run` spends its time, call by call
+                self.log("%s %.0f ms" % (path.strip("/"), (time.monotonic() - started) * 1000))
+            return 200, reply
         except (Refused, OverlayError) as e:
             self.log("%s refused: %s" % (path, _message(e)))
             return 200, {"Error" if ipam else "Err": _message(e)}

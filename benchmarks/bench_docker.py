@@ -42,12 +42,22 @@ def start_agent(lab, host, coll, dockerd):
     lab._spawn("agent", host.name, host.nsenter_cmd() + [
         "env", "PYTHONPATH=" + coll, str(lab.venv / "bin" / "python"), "-m", "ansible_collections.overlay.vxlan.agent",
         "--host", host.name, "--vtep", "eth0", "--consul-host", "10.0.0.5", "--docker-plugin",
-        "--docker-host", dockerd.url, "--state-dir", str(dockerd.dir / "agent-state")])
+        "--docker-host", dockerd.url, "--state-dir", str(dockerd.dir / "agent-state"), "--log-calls"])
     deadline = time.monotonic() + 20
     while host.run(["test", "-S", "/run/docker/plugins/overlay.vxlan.sock"], check=False).returncode:
         if time.monotonic() > deadline:
             raise RuntimeError("agent socket missing")
         time.sleep(0.05)
+
+
+def call_times(lab, host):
+    """The agent's --log-calls lines: {call: [ms, ...]}."""
+    times = {}
+    for line in lab._log_path("agent", host).read_text(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] == "ms" and "Driver." in parts[-3]:
+            times.setdefault(parts[-3].split(".", 1)[1], []).append(float(parts[-2]))
+    return times
 
 
 def main() -> int:
@@ -88,11 +98,20 @@ def main() -> int:
             d0.docker("run", "-d", "--stop-timeout", "1", "--net", "demonet", "--name", "S%d" % n, "debian",
                       "sleep", "3600")
         fifty = time.monotonic() - t0
+        t0 = time.monotonic()
+        for n in range(args.count):  # the same dockerd with no network driver at all: its own floor
+            d0.docker("run", "-d", "--stop-timeout", "1", "--net", "none", "--name", "N%d" % n, "debian",
+                      "sleep", "3600")
+        floor = time.monotonic() - t0
         print("docker run -> first ping from the other host: median %.2f s (docker run itself %.2f s; %s); "
               "Docker classic 1.0 s" % (statistics.median(j for j, _r in joins), statistics.median(r for _j, r in joins),
                                         ", ".join("%.2f" % j for j, _r in joins)))
         print("%d sequential docker run -d: %.1f s (%.2f s each); Docker classic 24.5 s for 50"
               % (args.count, fifty, fifty / args.count))
+        print("%d sequential docker run -d --net none (dockerd alone, same lab): %.1f s (%.2f s each)"
+              % (args.count, floor, floor / args.count))
+        print("plugin calls on docker0 (median ms, count): " + ", ".join(
+            "%s %.0f (%d)" % (k, statistics.median(v), len(v)) for k, v in sorted(call_times(lab, "docker0").items())))
     finally:
         lab.stop()
     return 0

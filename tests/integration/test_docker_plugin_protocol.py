@@ -101,7 +101,7 @@ def docker_run(host, sock, network_id, endpoint_id, pool_id, ns, ip=""):
 def test_docker_calls_build_one_cluster_network_and_reach_across_hosts(lab_factory, collection_path, tmp_path):
     lab = lab_factory()
     d0, d1 = lab.hosts["docker0"], lab.hosts["docker1"]
-    s0, _a0 = start_agent(lab, d0, collection_path, tmp_path)
+    s0, _a0 = start_agent(lab, d0, collection_path, tmp_path, extra=("--log-calls",))
     s1, a1 = start_agent(lab, d1, collection_path, tmp_path)
     # Capabilities arrive with empty bodies.
     assert call(s0, "NetworkDriver.GetCapabilities")["Scope"] == "local"
@@ -129,6 +129,12 @@ def test_docker_calls_build_one_cluster_network_and_reach_across_hosts(lab_facto
     d1.add_netns("c1")
     c0 = docker_run(d0, s0, "a" * 64, "e0" * 32, pool0["PoolID"], "c0", ip="192.168.0.100")
     assert c0 == {"address": "192.168.0.100/24", "mac": "02:42:c0:a8:00:64"}, c0
+    # --log-calls: every answered call with its duration (docker0 only: docker1's agent logs none).
+    timed = [line.split()[-3:] for line in lab._log_path("agent", "docker0").read_text().splitlines()
+             if line.endswith(" ms")]
+    assert {t[0] for t in timed} >= {"IpamDriver.RequestAddress", "NetworkDriver.CreateEndpoint",
+                                     "NetworkDriver.Join"} and all(float(t[1]) >= 0 for t in timed), timed
+    assert not [line for line in lab._log_path("agent", "docker1").read_text().splitlines() if line.endswith(" ms")]
     c1 = docker_run(d1, s1, "b" * 64, "e1" * 32, pool1["PoolID"], "c1")
     assert c1["address"] != c0["address"], c1
     # the same --ip anywhere else is refused, naming the address

@@ -48,7 +48,8 @@ def parser():
     p.add_argument("--state-dir", default=docker.DEFAULT_STATE_DIR,
                    help="where this host's Docker network map is kept (default %(default)s)")
     p.add_argument("--log-calls", action="store_true",
-                   help="log every Docker plugin call with its duration (where a docker run spends its time)")
+                   help="log every Docker plugin call answered without an error with its duration "
+                        "(where a docker run spends its time; refusals are logged as before)")
     p.add_argument("--dns-listen", action="append", default=[], metavar="ADDRESS:PORT",
                    help="serve the cluster's endpoint names on this UDP address (repeatable); none: no names")
     p.add_argument("--dns-upstream", action="append", default=None, metavar="ADDRESS[:PORT]",

@@ -157,16 +157,17 @@ class Plugin:
         return _consul.Consul(self.settings)
 
     def call(self, path, body):
-        method = path.strip("/").replace(".", "_")
+        name = path.strip("/")
+        method = name.replace(".", "_")
         handler = getattr(self, method, None)
-        ipam = path.strip("/").startswith("IpamDriver.")
+        ipam = name.startswith("IpamDriver.")
         if handler is None or not (method.startswith(("Plugin_", "NetworkDriver_", "IpamDriver_"))):
             return 404, {"Err": "overlay.vxlan does not implement %s" % path}
         started = time.monotonic()
         try:
             reply = handler(body or {})
             if self.log_calls:  # where a `docker run` spends its time, call by call
-                self.log("%s %.0f ms" % (path.strip("/"), (time.monotonic() - started) * 1000))
+                self.log("%s %.0f ms" % (name, (time.monotonic() - started) * 1000))
             return 200, reply
         except (Refused, OverlayError) as e:
             self.log("%s refused: %s" % (path, _message(e)))

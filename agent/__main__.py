@@ -77,7 +77,7 @@ def main(argv=None):
     server = None
     if args.docker_plugin:
         plugin = docker.Plugin(params, state_dir=args.state_dir, docker_host=args.docker_host, log=peers._log,
-                               gc=args.gc, log_calls=args.log_calls)
+                               gc=args.gc, log_calls=args.log_calls, peers=args.peers)
         server = docker.serve(plugin, args.docker_socket)
         peers._log("docker plugin listening on %s" % args.docker_socket)
     if args.dns_listen:

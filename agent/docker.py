@@ -140,9 +140,12 @@ class Plugin:
     concurrently, and the engine takes the host lock for every kernel change."""
 
     def __init__(self, params, state_dir=DEFAULT_STATE_DIR, docker_host="unix:///run/docker.sock", log=None, gc=True,
-                 log_calls=False):
+                 log_calls=False, peers=True):
         self.params = dict(params)
         self.gc = gc
+        # With the agent's peers sync running, a CreateEndpoint secures its own port only and leaves
+        # the whole-network repair to that sync (_endpoint.scoped); without it, it repairs everything.
+        self.repair = "endpoint" if peers else "network"
         self.log_calls = log_calls
         self.settings = _consul.connection_settings(self.params)
         self.layout = _keys.Layout(self.settings["prefix"])
@@ -412,7 +415,7 @@ class Plugin:
         pending = _records.pending_claim(store, self.layout, record, ip, self.host)
         params = self._engine_params(network=record["name"], name=endpoint_id, endpoint_id=endpoint_id, ip=ip,
                                      mac=mac, handoff=True, pending=pending, ifname=_endpoint.HANDOFF_END % endpoint_id[:10],
-                                     egress="runtime", state="present")
+                                     egress="runtime", state="present", repair=self.repair)
         _endpoint.run(params, False, _run_command)
         return {} if mac else {"Interface": {"MacAddress": _keys.mac_for(ip)}}
 

@@ -10,6 +10,7 @@ Started by ``python -m ansible_collections.overlay.vxlan.agent`` (agent/__main__
 """
 from __future__ import annotations
 
+import json
 import queue
 import sys
 import threading
@@ -46,14 +47,22 @@ def _valid_endpoint(value):
     return isinstance(value, dict) and all(isinstance(value.get(f), str) for f in ENDPOINT_FIELDS)
 
 
-def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEFAULT_GRACE):
+def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEFAULT_GRACE, synced=None,
+              full=True):
     """Sync every network present on this host with one read of the store. Returns the actions taken.
 
     A value under the prefix that is not what this collection writes is skipped (and, with ``once``,
     logged once); so is a network whose sync fails: the rest still syncs. Overlay namespaces of
     networks that Consul no longer holds get their peers removed.
+
+    ``synced`` (a dict the caller keeps between passes) remembers what each network's last sync
+    enforced. With ``full=False`` (a pass woken by a change of the store) a network whose record
+    and devices are the same as then gets only the difference, with point requests: its cost
+    follows the change, not the number of endpoints. Kernel drift (an entry deleted by hand) is
+    found by the full passes: the first, the periodic resync and every pass after an error.
     """
     once = once or Once(lambda text: None)
+    synced = {} if synced is None else synced
 
     def bad(key, raw):
         once(key, "skipping %s: its value %r is not the JSON this collection writes" % (key, raw[:80]))
@@ -67,12 +76,17 @@ def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEF
                 networks.append(value)
             else:
                 once(key, "skipping %s: not a network record (%r)" % (key, str(value)[:80]))
-    actions += _firewall.sync_tree(tree, layout, underlay.vtep)
+    registered = _firewall.registered_tree(tree, layout, underlay.vtep)
+    if full or synced.get("firewall") != registered:
+        synced.pop("firewall", None)
+        actions += _firewall.sync_tree(tree, layout, underlay.vtep)
+        synced["firewall"] = registered
     for network in networks:
         prefix = layout.endpoints(network["id"])
         try:
             vx_index = _overlay_ns.vxlan_index(nl, network)
             if vx_index is None:
+                synced.pop(network["id"], None)
                 continue  # not on this host (yet): overlay_network builds it
             endpoints = []
             for key, (value, _index) in sorted(tree.items()):
@@ -81,11 +95,20 @@ def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEF
                         endpoints.append(value)
                     else:
                         once(key, "skipping %s: not an endpoint record (%r)" % (key, str(value)[:80]))
-            ipr = nl.get(_overlay_ns.namespace(network))
-            actions += ["%s: %s" % (network["name"], a)
-                        for a in _peers.sync(ipr, vx_index, _peers.desired(endpoints, underlay.vtep), apply=True)]
-            actions += ["%s: %s" % (network["name"], a)
-                        for a in _antispoof.reconcile(nl, network, endpoints, underlay.vtep, apply=True)]
+            ns = _overlay_ns.namespace(network)
+            ipr = nl.get(ns)
+            # The same record on the same devices (a namespace built again gets a new identity).
+            where = (json.dumps(network, sort_keys=True), _netns.identity(ns), vx_index)
+            before = synced.pop(network["id"], None)
+            before = before[1] if before is not None and not full and before[0] == where else None
+            want = _peers.desired(endpoints, underlay.vtep)
+            done = _peers.sync(ipr, vx_index, want, apply=True,
+                               have=None if before is None else _peers.desired(before, underlay.vtep))
+            anti = None if before is None else _antispoof.follow(nl, network, before, endpoints, underlay.vtep,
+                                                                 apply=True)
+            done += _antispoof.reconcile(nl, network, endpoints, underlay.vtep, apply=True) if anti is None else anti
+            actions += ["%s: %s" % (network["name"], a) for a in done]
+            synced[network["id"]] = (where, endpoints)
         except Exception as e:  # one network's trouble (a vanished device, a netlink error) stops only it
             once(network["id"], "network %s: sync failed: %s" % (network["name"], _describe(e)))
     try:
@@ -97,9 +120,13 @@ def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEF
         once("reconcile", "tearing down stale overlay namespaces failed: %s" % _describe(e))
     if gc:
         try:
+            found = [f for f in _gc.collect(nl, store, layout, underlay, layout.prefix, grace=gc_grace)
+                     if f["kind"] != "value"]  # unreadable values: logged once by the sync above
             actions += ["gc: %s %s: %s (%s)" % (f["kind"], f.get("key") or f.get("device"), f["reason"], f["action"])
-                        for f in _gc.collect(nl, store, layout, underlay, layout.prefix, grace=gc_grace)
-                        if f["kind"] != "value"]  # unreadable values: logged once by the sync above
+                        for f in found]
+            if found:  # it changed what the networks' syncs above left: the next pass starts afresh
+                for key in [k for k in synced if k != "mark"]:
+                    del synced[key]
         except Exception as e:
             once("gc", "garbage collection failed: %s" % _describe(e))
     return actions
@@ -162,16 +189,24 @@ def run(params, log=_log, once=False, wait="30s", clock=time.monotonic, gc=True)
     index = 0
     down_since, announced = None, False
     full_pass = True
+    synced = {}  # what each network's last sync enforced (sync_once): change passes apply differences
+    _hostlock.write_mark()  # a mark to compare with from the start (none readable: every pass is full)
     while True:
         try:
             if down_since is not None and not announced:
                 log("reconnected to Consul at %s after %.1fs, resyncing" % (store.url, clock() - down_since))
                 announced = True
-            with _hostlock.HostLock(), _netns.Netlink() as nl:
+            with _hostlock.HostLock(marks=False), _netns.Netlink() as nl:
                 underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
+                # Another writer held the lock since the last pass (a module run, a detach): the
+                # kernel is no longer what that pass left, so this one is full.
+                mark = _hostlock.read_mark()
+                full = full_pass or mark is None or mark != synced.get("mark")
+                synced["mark"] = mark
                 # Garbage collection on the first pass and on every periodic resync, not on every change.
                 for action in sync_once(nl, store, layout, underlay, once=problems, gc=gc and full_pass,
-                                        gc_grace=params.get("gc_grace", _gc.DEFAULT_GRACE)):
+                                        gc_grace=params.get("gc_grace", _gc.DEFAULT_GRACE), synced=synced,
+                                        full=full):
                     log(action)
             if down_since is not None:
                 down_since, announced = None, False

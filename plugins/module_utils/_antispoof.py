@@ -27,6 +27,7 @@ from __future__ import annotations
 import socket
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import _links, _nft, _overlay_ns
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 TABLE = "overlay_antispoof"
 PORT_PREFIX = "ve-"
@@ -231,6 +232,108 @@ def _quiet(call, *args, **kwargs):
     except NetlinkError as e:
         if e.code not in (2, 19):  # ENOENT, ENODEV
             raise
+
+
+# ------------------------------------------------------------------------------ one runtime's endpoints
+
+def admit(nl, network, records, apply):
+    """Before new local ports join br0 (a runtime's attach of its own endpoints, while the agent's
+    peers sync repairs the whole network after every change of the store): add their elements to
+    the table ``reconcile`` left, in one ``nft`` transaction, without reading the table or the
+    bridge back. Returns the actions, or None when this shortcut does not apply (protection off, no
+    namespace or table yet): the caller then runs ``reconcile``. The ports do not exist yet, so a
+    set the kernel refuses (the table was deleted) means None too, never an unprotected port."""
+    ns = _overlay_ns.namespace(network)
+    if not (enabled(network) and records and ns.exists()):
+        return None
+    ipv4, arp = _elements(records)
+    script = "add element bridge %s src4 { %s }\nadd element bridge %s srcarp { %s }\n" % (
+        TABLE, ", ".join('"%s" . %s . %s' % e for e in ipv4), TABLE, ", ".join('"%s" . %s . %s . %s' % e for e in arp))
+    if apply:
+        try:
+            _nft.apply(ns, script, "the anti-spoofing elements of the new endpoints")
+        except OverlayError:
+            return None
+    return ["anti-spoofing: nftables: %s may send as %s %s" % e for e in ipv4]
+
+
+def secure(nl, network, records, apply):
+    """After ``admit``, once the new ports exist: each port learning off and proxy ARP on, its MAC
+    static on it in br0's FDB, its address a permanent neighbour on br0: point requests, no dump.
+    Returns the actions, or None when this shortcut does not apply (the caller runs ``reconcile``)."""
+    ns = _overlay_ns.namespace(network)
+    if not (enabled(network) and records and ns.exists()):
+        return None
+    ipr = nl.get(ns)
+    br = _links.find(ipr, _overlay_ns.BRIDGE)
+    ports = [(r, _links.find(ipr, port_name(r))) for r in records]
+    if br is None or any(port is None or port.get_attr("IFLA_MASTER") != br["index"] for _r, port in ports):
+        return None
+    actions = []
+    for record, port in ports:
+        mac, name = record["mac"].lower(), port_name(record)
+        actions += ["%s: learning off, proxyarp on" % name, "br0 fdb: %s static on %s" % (mac, name),
+                    "br0 neigh: %s lladdr %s" % (record["ip"], mac)]
+        if apply:
+            ipr.brport("set", index=port["index"], learning=0, proxyarp=1)
+            ipr.fdb("replace", ifindex=port["index"], lladdr=mac, master=br["index"], state=NUD_NOARP)
+            ipr.neigh("replace", ifindex=br["index"], dst=record["ip"], lladdr=mac, state=NUD_PERMANENT)
+    return ["anti-spoofing: %s" % a for a in actions]
+
+
+def follow(nl, network, before, after, my_vtep, apply):
+    """``reconcile``'s work for one change of the store, from ``before`` (the endpoint records an
+    earlier ``reconcile`` or ``follow`` of this namespace enforced) to ``after``, with point
+    requests: new local ports secured again (their attach did it, and gave them their table elements:
+    a port without one drops everything, so trusting the attach fails closed), and
+    br0's static FDB entry and neighbour of each remote endpoint that came or went. Returns the
+    actions, or None when the change needs ``reconcile`` (a local endpoint gone or changed,
+    protection off, a missing device): the agent between its full passes."""
+    ns = _overlay_ns.namespace(network)
+    if not (enabled(network) and ns.exists()):
+        return None
+
+    def key(e):
+        return e["mac"].lower(), e["ip"], e["vtep"]
+
+    local_before = {e["id"]: key(e) for e in before if e.get("vtep") == my_vtep}
+    local_after = {e["id"]: e for e in after if e.get("vtep") == my_vtep}
+    if any(local_after.get(i) is None or key(local_after[i]) != k for i, k in local_before.items()):
+        return None
+    remote_before = {(e["id"],) + key(e) for e in before if e.get("vtep") != my_vtep}
+    remote_after = {(e["id"],) + key(e) for e in after if e.get("vtep") != my_vtep}
+    gone, came = remote_before - remote_after, remote_after - remote_before
+    added_local = [e for i, e in sorted(local_after.items()) if i not in local_before]
+    actions = []
+    if added_local:
+        secured = secure(nl, network, added_local, apply)
+        if secured is None:
+            return None
+        actions += secured
+    if not (gone or came):
+        return actions
+    ipr = nl.get(ns)
+    br, vx = _links.find(ipr, _overlay_ns.BRIDGE), _links.find(ipr, _overlay_ns.VXLAN)
+    if br is None or vx is None:
+        return None
+    held = {k[1] for k in remote_after} | {e["mac"].lower() for e in local_after.values()}
+    addressed = {k[2] for k in remote_after} | {e["ip"] for e in local_after.values()}
+    for _id, mac, ip, _vtep in sorted(gone):
+        if mac not in held:
+            actions.append("anti-spoofing: br0 fdb: remove %s on %s" % (mac, _overlay_ns.VXLAN))
+            if apply:
+                _quiet(ipr.fdb, "del", ifindex=vx["index"], lladdr=mac, flags=NTF_MASTER)
+        if ip not in addressed:
+            actions.append("anti-spoofing: br0 neigh: remove %s lladdr %s" % (ip, mac))
+            if apply:
+                _quiet(ipr.neigh, "del", ifindex=br["index"], dst=ip, lladdr=mac)
+    for _id, mac, ip, _vtep in sorted(came):
+        actions += ["anti-spoofing: br0 fdb: %s static on %s" % (mac, _overlay_ns.VXLAN),
+                    "anti-spoofing: br0 neigh: %s lladdr %s" % (ip, mac)]
+        if apply:
+            ipr.fdb("replace", ifindex=vx["index"], lladdr=mac, master=br["index"], state=NUD_NOARP)
+            ipr.neigh("replace", ifindex=br["index"], dst=ip, lladdr=mac, state=NUD_PERMANENT)
+    return actions
 
 
 # ------------------------------------------------------------------------------ the entry point

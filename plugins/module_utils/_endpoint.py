@@ -110,7 +110,9 @@ def run(params, check_mode, run_command):
     settings = _consul.connection_settings(params)
     store = _consul.Consul(settings)
     layout = _keys.Layout(settings["prefix"])
-    with _hostlock.HostLock(), _netns.Netlink() as nl, _nft.reads_once():
+    with _hostlock.HostLock() as lock, _netns.Netlink() as nl, _nft.reads_once():
+        if params.get("repair") == "endpoint":  # a runtime's few point reads beat a dump of a big namespace
+            nl.snapshots = False
         underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
         network, index = _records.lookup(store, layout, params["network"])
         # egress "runtime": the container runtime gives egress (Docker's docker_gwbridge), not ours.
@@ -122,8 +124,11 @@ def run(params, check_mode, run_command):
                                  "the underlay network %s of %s" % (underlay.network, underlay.interface))
         if present:
             _records.usable(network)
-            return attach(nl, store, layout, network, index, gw, underlay, items, params, settings, check_mode,
-                          run_command)
+            out = attach(nl, store, layout, network, index, gw, underlay, items, params, settings, check_mode,
+                         run_command)
+            # A scoped attach changed only what the agent's difference sync expects: no mark for it.
+            lock.marks = not out.pop("scoped")
+            return out
         return detach(nl, store, layout, network, underlay, items, check_mode)
 
 
@@ -167,6 +172,8 @@ def validate_items(nl, network, items, existing, claims, macs, underlay, gw, for
                                    item.f("ip"))
             wanted[item.ip] = item.name
         if item.mac is not None:
+            if item.mac == _overlay_ns.bridge_mac(network):
+                raise OverlayError("%s is the MAC of network %s's bridge" % (item.mac, network["name"]), item.f("mac"))
             if item.mac in wanted_macs:
                 raise OverlayError("%s is requested for both %s and %s" % (item.mac, wanted_macs[item.mac], item.name),
                                    item.f("mac"))
@@ -346,10 +353,33 @@ def build_kernel(nl, network, gw, record, ns, apply, default_route):
     return ["%s: %s" % (record["name"], a) for a in actions], inner_ends
 
 
+def scoped(params, items, network, apply):
+    """True for a runtime's attach of new handed-off endpoints (Docker's CreateEndpoint) on a host
+    that already has the network, when ``repair: endpoint`` says the agent's peers sync runs: then
+    only the new ports are secured, with point requests, and the whole-network repair (other
+    networks' stale namespaces, every port's anti-spoofing state, peers, the VTEP firewall) is left
+    to that sync, which runs on the change this attach writes. The cost of a ``docker run`` stays
+    flat with the endpoints a host holds instead of growing with them."""
+    return (params.get("repair") == "endpoint" and apply and all(i.handoff for i in items) and
+            _overlay_ns.namespace(network).exists())
+
+
 def attach(nl, store, layout, network, index, gw, underlay, items, params, settings, check_mode, run_command):
     apply = not check_mode
-    actions = _overlay_ns.reconcile(nl, _records.all_networks(store, layout), settings["prefix"], apply)
-    existing, claims, macs = _records.read_endpoint_state(store, layout, network, underlay.host)[:3]
+    narrow = scoped(params, items, network, apply)
+    actions = [] if narrow else _overlay_ns.reconcile(nl, _records.all_networks(store, layout), settings["prefix"],
+                                                      apply)
+    wanted = None
+    if narrow and all(i.ip_text for i in items):  # addresses known: point reads, not the network's tree
+        net = ipaddress.ip_network(network["subnet"])
+        wanted = []
+        for item in items:
+            ip = _validate.ipv4_in(item.ip_text, net, item.f("ip"))
+            wanted.append((item.name, str(ip), item.mac or _keys.mac_for(ip)))
+        existing, claims, macs = _records.read_item_state(store, layout, network, wanted)[:3]
+    else:
+        existing, claims, macs = _records.read_endpoint_state(store, layout, network, underlay.host)[:3]
+    narrow = narrow and not any(i.name in existing for i in items)
     validate_items(nl, network, items, existing, claims, macs, underlay, gw, params.get("force", False))
     _underlay.check_mtu(network, underlay)
     new_items = [i for i in items if i.name not in existing]
@@ -361,7 +391,8 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
         if apply:
             claimed = _records.claim_endpoints(store, layout, network, index, underlay.host,
                                                new_records_builder(network, gw, underlay, new_items),
-                                               len(new_items), "addresses in network %s" % network["name"])
+                                               len(new_items), "addresses in network %s" % network["name"],
+                                               wanted if narrow else None)
     created = claimed.records if claimed else []
     try:
         records = {name: e.value for name, e in existing.items()}
@@ -375,9 +406,12 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
                 _records.update_endpoint(store, layout, entry, record)
         host_actions, vx_index = _overlay_ns.ensure(nl, network, apply, settings["prefix"])
         actions += host_actions
+        narrow = narrow and not host_actions  # a repaired br0 (its MAC set: neighbours flushed) needs it all
         everyone = list(records.values()) + created
         # Before any new port joins br0: the table exists with the new ports' elements (fail closed).
-        actions += _antispoof.reconcile(nl, network, everyone, underlay.vtep, apply)
+        admitted = _antispoof.admit(nl, network, created, apply) if narrow else None
+        narrow = admitted is not None
+        actions += admitted if narrow else _antispoof.reconcile(nl, network, everyone, underlay.vtep, apply)
         if gw is not None:
             actions += _gateway.ensure(nl, gw, run_command, apply)
         records.update({r["name"]: r for r in created})
@@ -401,13 +435,17 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
                 built = built or bool(kernel)
                 actions += kernel
             results.append(with_container(describe(nl, network, record, item.ns, apply, inner_ends), item))
-        actions += _firewall.sync_store(store, layout, underlay.vtep, apply)
-        if vx_index is not None:  # read under the host lock: no sync since can have seen newer records
-            actions += _peers.sync(nl.get(_overlay_ns.namespace(network)), vx_index,
-                                   _peers.desired(records.values(), underlay.vtep), apply)
+        secured = _antispoof.secure(nl, network, created, apply) if narrow else None
+        if secured is not None:  # the new ports only; the agent's sync repairs the rest
+            actions += secured
+        else:
+            actions += _firewall.sync_store(store, layout, underlay.vtep, apply)
+            if vx_index is not None:  # read under the host lock: no sync since can have seen newer records
+                actions += _peers.sync(nl.get(_overlay_ns.namespace(network)), vx_index,
+                                       _peers.desired(records.values(), underlay.vtep), apply)
         # The new ports exist now: learning off, static FDB entries, neighbours. With no port built or
         # repaired the first pass already saw the same ports, so a second one could only find the same.
-        if apply and built:
+        if apply and built and secured is None:
             actions += _antispoof.reconcile(nl, network, everyone, underlay.vtep, apply)
     except BaseException:
         if created:  # nothing half-built: undo what this run built and claimed
@@ -422,6 +460,7 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
                 pass
         raise
     return {"changed": bool(actions), "actions": actions, "network": network, "endpoints": results,
+            "scoped": narrow and secured is not None,
             "diff": {"before": {"endpoints": {i.name: diff_fields(existing[i.name].value)
                                               for i in items if i.name in existing}},
                      "after": {"endpoints": {r["name"]: diff_fields(r) for r in results}, "actions": actions}}}

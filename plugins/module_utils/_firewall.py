@@ -172,14 +172,18 @@ def sync_store(store, layout, own_vtep, apply):
     return sync_tree(tree, layout, own_vtep, apply)
 
 
-def sync_tree(tree, layout, own_vtep=None, apply=True):
-    """sync() from a tree already read ({key: (value, index)}, as _consul.get_tree returns)."""
+def registered_tree(tree, layout, own_vtep=None):
+    """registered() from a tree already read ({key: (value, index)}, as _consul.get_tree returns)."""
     values = {k: v for k, (v, index) in tree.items() if v}
     networks = [v for k, v in values.items() if k.startswith(layout.networks())]
     hosts = [v for k, v in values.items() if k.startswith(layout.root + "hosts/")]
     endpoints = [v for k, v in values.items() if k.startswith(layout.root + "endpoints/")]
-    vteps, ports = registered(networks, hosts, endpoints, own_vtep)
-    return sync(vteps, ports, apply)
+    return registered(networks, hosts, endpoints, own_vtep)
+
+
+def sync_tree(tree, layout, own_vtep=None, apply=True):
+    """sync() from a tree already read."""
+    return sync(*registered_tree(tree, layout, own_vtep), apply)
 
 
 def members():

@@ -137,6 +137,15 @@ def _vxlan_matches(msg, network):
         data.get(k) == v for k, v in vxlan_settings(network).items())
 
 
+def bridge_mac(network):
+    """br0's own MAC, set rather than inherited: a bridge left to pick one takes the lowest of its
+    ports' and changes it as ports come and go, and a device whose MAC changes loses every
+    neighbour entry, permanent ones included (the kernel's neigh_changeaddr): the anti-spoofing
+    neighbours of every endpoint would go whenever one port is added. The gateway address's
+    Docker-style MAC, which no endpoint derives (the gateway is never an endpoint's address)."""
+    return _keys.mac_for(network["gateway"])
+
+
 def ensure(nl, network, apply, prefix="overlay"):
     """Namespace, br0 and vxlan0 as the network record says. Returns (actions, vxlan index or None).
 
@@ -187,9 +196,10 @@ def _ensure(nl, ns, network, apply, prefix):
     if br is None:
         actions.append("%s: create bridge %s" % (ns.spec, BRIDGE))
         if apply:
-            ipr.link("add", ifname=BRIDGE, kind="bridge")
+            ipr.link("add", ifname=BRIDGE, kind="bridge", address=bridge_mac(network))
             br = _links.find(ipr, BRIDGE)
-    br_spec = _links.LinkSpec(ns, BRIDGE, "network", mtu=network["mtu"], addresses=[gateway], up=True)
+    br_spec = _links.LinkSpec(ns, BRIDGE, "network", mtu=network["mtu"], mac=bridge_mac(network), addresses=[gateway],
+                              up=True)
     if br is not None:
         actions += _links.ensure_attributes(ipr, br, br_spec, apply)
         if br.get("IFLA_IFALIAS") != alias(network, prefix):

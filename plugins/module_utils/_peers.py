@@ -35,9 +35,21 @@ def current(ipr, vx_index):
     return fdb, neigh
 
 
-def sync(ipr, vx_index, want, apply):
-    """Make vxlan0's FDB and neighbour tables match ``want``. Returns the actions."""
-    fdb, neigh = current(ipr, vx_index)
+def _as_current(have):
+    """``desired()`` of an earlier pass as current() would read it back from the kernel."""
+    fdb, neigh = {}, {}
+    for mac, (ip, vtep) in have.items():
+        fdb.setdefault(mac, set()).add(vtep)
+        neigh[ip] = mac
+    return fdb, neigh
+
+
+def sync(ipr, vx_index, want, apply, have=None):
+    """Make vxlan0's FDB and neighbour tables match ``want``. Returns the actions.
+
+    ``have``: what an earlier sync of this same vxlan0 made them (its ``want``): then only the
+    difference is written, without dumping the tables (the agent between its full passes)."""
+    fdb, neigh = current(ipr, vx_index) if have is None else _as_current(have)
     want_neigh = {ip: mac for mac, (ip, vtep) in want.items()}
     actions = []
     for mac, dsts in sorted(fdb.items()):
@@ -45,12 +57,12 @@ def sync(ipr, vx_index, want, apply):
             if want.get(mac, (None, None))[1] != dst:
                 actions.append("fdb: remove %s dst %s" % (mac, dst))
                 if apply:
-                    ipr.fdb("del", ifindex=vx_index, lladdr=mac, dst=dst)
+                    _gone_ok(ipr.fdb, "del", ifindex=vx_index, lladdr=mac, dst=dst)
     for ip, mac in sorted(neigh.items()):
         if want_neigh.get(ip) != mac:
             actions.append("neigh: remove %s lladdr %s" % (ip, mac))
             if apply:
-                ipr.neigh("del", ifindex=vx_index, dst=ip, lladdr=mac)
+                _gone_ok(ipr.neigh, "del", ifindex=vx_index, dst=ip, lladdr=mac)
     for mac, (ip, vtep) in sorted(want.items()):
         if vtep not in fdb.get(mac, ()):
             actions.append("fdb: add %s dst %s" % (mac, vtep))
@@ -61,6 +73,16 @@ def sync(ipr, vx_index, want, apply):
             if apply:
                 ipr.neigh("replace", ifindex=vx_index, dst=ip, lladdr=mac, state=NUD_PERMANENT)
     return actions
+
+
+def _gone_ok(call, *args, **kwargs):
+    """A delete of an entry that is already gone (another writer was first) is done."""
+    from ansible_collections.overlay.vxlan.plugins.module_utils._netns import NetlinkError
+    try:
+        call(*args, **kwargs)
+    except NetlinkError as e:
+        if e.code not in (2, 19):  # ENOENT, ENODEV
+            raise
 
 
 def table(ipr, vx_index):

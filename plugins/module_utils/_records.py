@@ -313,7 +313,27 @@ def read_endpoint_state(store, layout, network, host):
     return existing, ips, macs, gw_claims
 
 
-def claim_endpoints(store, layout, network, network_index, host, build, count, what):
+def read_item_state(store, layout, network, wanted):
+    """read_endpoint_state for known endpoints only: ``wanted`` is [(name, ip, mac)], each read with
+    point requests (its record, the claims of its address and MAC), so the cost does not grow with
+    the network. Enough for endpoints whose address is known (a runtime's, claimed ahead): the
+    transaction that creates them still checks every key it creates, so a claim made after this
+    read loses the race there, never silently. No gateway claims (a runtime gives egress)."""
+    existing, ips, macs = {}, {}, {}
+    for name, ip, mac in wanted:
+        key = layout.endpoint(network["id"], name)
+        value, index = store.get(key)
+        if isinstance(value, dict):
+            existing[value.get("name", name)] = Entry(key, value, index)
+        for claims, claim_key, item in ((ips, layout.ip_claim(network["id"], ip), ip),
+                                        (macs, layout.mac_claim(network["id"], mac), mac)):
+            value = store.get(claim_key)[0]
+            if value is not None:
+                claims[item] = value.get("endpoint") if isinstance(value, dict) else None
+    return existing, ips, macs, set()
+
+
+def claim_endpoints(store, layout, network, network_index, host, build, count, what, wanted=None):
     """Claim ``count`` new endpoints in transactions of CHUNK, each checking the network record.
 
     ``build(state, start, end, attempt)`` returns the records of items start..end from fresh state
@@ -324,7 +344,8 @@ def claim_endpoints(store, layout, network, network_index, host, build, count, w
     try:
         for start in range(0, count, CHUNK):
             end = min(start + CHUNK, count)
-            records, indexes = _claim_chunk(store, layout, network, network_index, host, build, start, end, what)
+            records, indexes = _claim_chunk(store, layout, network, network_index, host, build, start, end, what,
+                                            wanted)
             claimed.add(records, indexes)
     except BaseException:
         release(store, layout, claimed.records, claimed.indexes)
@@ -332,7 +353,7 @@ def claim_endpoints(store, layout, network, network_index, host, build, count, w
     return claimed
 
 
-def _claim_chunk(store, layout, network, network_index, host, build, start, end, what):
+def _claim_chunk(store, layout, network, network_index, host, build, start, end, what, wanted=None):
     net_key = layout.network(network["name"])
 
     def read():
@@ -344,6 +365,8 @@ def _claim_chunk(store, layout, network, network_index, host, build, start, end,
         if index != network_index:
             raise OverlayError("network %s changed while endpoints were being attached; run again"
                                % network["name"], "network")
+        if wanted is not None:
+            return read_item_state(store, layout, network, wanted[start:end])
         return read_endpoint_state(store, layout, network, host)
 
     def build_ops(state, attempt):
@@ -419,7 +442,9 @@ def claim_address(store, layout, network, network_index, host, ip=None, field="i
         usable(current)
         if index != network_index:
             raise OverlayError("network %s changed meanwhile; try again" % network["name"], "network")
-        return read_endpoint_state(store, layout, network, host)
+        if ip is not None:  # the one key this claim creates; the transaction checks it again
+            return read_item_state(store, layout, network, [("", str(ip), _keys.mac_for(ip))])
+        return None, _claims(store, layout.ipam(network["id"])), _claims(store, layout.macs(network["id"]))
 
     def build(state, attempt):
         _existing, claims, macs = state[:3]
@@ -442,6 +467,12 @@ def claim_address(store, layout, network, network_index, host, ip=None, field="i
     (chosen, key), indexes = _allocate.claim(store, read, build, "an address in network %s" % network["name"],
                                              settle)
     return chosen, key, indexes[key]
+
+
+def _claims(store, prefix):
+    """{last key segment: owning endpoint or None} of one claim tree (not the endpoint records)."""
+    return {_keys.Layout.last(k): (v or {}).get("endpoint") if isinstance(v, dict) else None
+            for k, (v, _i) in store.get_tree(prefix).items()}
 
 
 def pending_claim(store, layout, network, ip, host):

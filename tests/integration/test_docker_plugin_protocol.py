@@ -278,3 +278,65 @@ def test_docker_network_rm_is_reference_counted_across_hosts(lab_factory, collec
     store = kv(lab)
     assert "origin" not in store["overlay/v1/networks/invnet"]
     assert not [k for k in store if k.startswith("overlay/v1/users/")]
+
+
+def test_difference_passes_leave_every_host_as_a_full_sync_would(lab_factory, collection_path, tmp_path):
+    # CreateEndpoint secures only its own port (point requests) and the agents' passes woken by a
+    # change apply only what changed; a DeleteEndpoint (the full path) makes the next pass full.
+    # No periodic full pass within the test (--wait 300): after a mix of runs and removals on both
+    # hosts, a verify (the full repair plan, computed without applying) finds nothing to do.
+    import os
+
+    from overlay_helpers import PLAYBOOKS
+    lab = lab_factory()
+    d0, d1 = lab.hosts["docker0"], lab.hosts["docker1"]
+    s0, _a0 = start_agent(lab, d0, collection_path, tmp_path, ["--wait", "300"])
+    s1, _a1 = start_agent(lab, d1, collection_path, tmp_path, ["--wait", "300"])
+    pool, _c = docker_network_create(s0, "a" * 64)
+    docker_network_create(s1, "b" * 64)
+    runs = []
+
+    def run(i, host, sock, network_id):
+        ns = "x%d%s" % (i, host.name[-1])
+        host.add_netns(ns)
+        endpoint_id = os.urandom(32).hex()
+        out = docker_run(host, sock, network_id, endpoint_id, pool["PoolID"], ns)
+        assert "Err" not in out and "Error" not in out, out
+        runs.append((host, sock, network_id, endpoint_id, ns, out))
+
+    for i in range(4):
+        run(i, d0, s0, "a" * 64)
+        run(i, d1, s1, "b" * 64)
+    for host, sock, network_id, endpoint_id, ns, out in (runs[2], runs[5]):  # docker rm -f, one per host
+        call(sock, "NetworkDriver.Leave", {"NetworkID": network_id, "EndpointID": endpoint_id})
+        call(sock, "NetworkDriver.DeleteEndpoint", {"NetworkID": network_id, "EndpointID": endpoint_id})
+        call(sock, "IpamDriver.ReleaseAddress", {"PoolID": pool["PoolID"], "Address": out["address"].split("/")[0]})
+    gone = {runs[2][3], runs[5][3]}
+    for i in range(4, 6):  # difference passes again after the full ones
+        run(i, d0, s0, "a" * 64)
+        run(i, d1, s1, "b" * 64)
+    live = [r for r in runs if r[3] not in gone]
+    net_id = [v for k, v in kv(lab).items() if k.startswith("overlay/v1/networks/")][0]["id"]
+    ns = "ovl-" + net_id[:12]
+
+    def peers_of(host):
+        out = ns_exec(host, ns, ["bridge", "fdb", "show", "dev", "vxlan0"]).stdout
+        return {line.split()[0] for line in out.splitlines() if " dst " in line}
+
+    def macs_on(host):
+        return {r[5]["mac"] for r in live if r[0] is host}
+
+    assert wait_until(lambda: peers_of(d0) == macs_on(d1) and peers_of(d1) == macs_on(d0), timeout=10), \
+        (sorted(peers_of(d0)), sorted(macs_on(d1)), sorted(peers_of(d1)), sorted(macs_on(d0)))
+    verify = lab.ansible_playbook(str(PLAYBOOKS / "overlay_verify.yml")).assert_ok()
+    for host in ("docker0", "docker1"):  # "gateway": Docker's own docker_gwbridge gives egress, not ours
+        diffs = [d for d in verify.results(host, "Verify")["differences"] if d["kind"] != "gateway"]
+        assert not diffs, (host, diffs)
+    # Every container reaches every other across hosts, and none can send as another address.
+    first = next(r for r in live if r[0] is d0)
+    for other in [r for r in live if r[0] is d1]:
+        assert wait_until(lambda o=other: ping(d0, first[4], o[5]["address"].split("/")[0], wait=1), timeout=5), other
+    target = next(r for r in live if r[0] is d1)[5]["address"].split("/")[0]
+    ns_exec(d0, first[4], ["ip", "addr", "add", "192.168.0.250/24", "dev", "eth0"], check=True)
+    spoofed = ns_exec(d0, first[4], ["ping", "-c", "2", "-W", "1", "-I", "192.168.0.250", target])
+    assert spoofed.returncode != 0, "a container sent as an address that is not its own"

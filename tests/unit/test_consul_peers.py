@@ -52,3 +52,34 @@ def test_peers_are_only_remote_endpoints():
     eps = [{"mac": "02:42:c0:a8:00:64", "ip": "192.168.0.100", "vtep": "10.0.0.10"},
            {"mac": "02:42:c0:a8:00:02", "ip": "192.168.0.2", "vtep": "10.0.0.11"}]
     assert _peers.desired(eps, "10.0.0.11") == {"02:42:c0:a8:00:64": ("192.168.0.100", "10.0.0.10")}
+
+
+class RecordingIPR:
+    """Records writes; any read (a dump) fails the test: a sync given ``have`` must not read."""
+
+    def __init__(self):
+        self.writes = []
+
+    def fdb(self, cmd, **kw):
+        assert cmd != "dump", "a sync from a known state dumped the FDB"
+        self.writes.append(("fdb", cmd, kw.get("lladdr"), kw.get("dst")))
+
+    def neigh(self, cmd, **kw):
+        self.writes.append(("neigh", cmd, kw.get("dst"), kw.get("lladdr")))
+
+    def get_neighbours(self, **kw):
+        raise AssertionError("a sync from a known state dumped the neighbours")
+
+
+def test_sync_from_a_known_state_writes_only_the_difference():
+    a, b, c = "02:42:c0:a8:00:0a", "02:42:c0:a8:00:0b", "02:42:c0:a8:00:0c"
+    have = {a: ("192.168.0.10", "10.0.0.10"), b: ("192.168.0.11", "10.0.0.10")}
+    # b moved to another host, c is new, a stays: nothing at all is written for a.
+    want = {a: ("192.168.0.10", "10.0.0.10"), b: ("192.168.0.11", "10.0.0.12"), c: ("192.168.0.12", "10.0.0.11")}
+    ipr = RecordingIPR()
+    actions = _peers.sync(ipr, 7, want, True, have=have)
+    assert ipr.writes == [("fdb", "del", b, "10.0.0.10"), ("fdb", "append", b, "10.0.0.12"),
+                          ("fdb", "append", c, "10.0.0.11"), ("neigh", "replace", "192.168.0.12", c)], ipr.writes
+    assert actions == ["fdb: remove %s dst 10.0.0.10" % b, "fdb: add %s dst 10.0.0.12" % b,
+                       "fdb: add %s dst 10.0.0.11" % c, "neigh: add 192.168.0.12 lladdr %s" % c]
+    assert _peers.sync(RecordingIPR(), 7, want, True, have=want) == []

@@ -56,6 +56,8 @@ class Item:
         # RequestAddress): (claim key, index), taken over in the transaction that creates the record.
         self.pending = raw.get("pending")
         self.endpoint_id = raw.get("id")  # the runtime's own endpoint id (Docker's EndpointID), if any
+        # Names the names service answers besides the endpoint's (a CNI container's name); None: keep the record's.
+        self.aliases = _validate.dns_names(raw.get("aliases"), field + "aliases")
 
     def inspect(self, raw, container, defaults):
         """Ask the container's runtime for it, through the socket of this item or of the task."""
@@ -89,7 +91,8 @@ def items_from(params):
     elif params.get("name") is not None:  # an empty name is refused as a name, below
         raws = [(dict(name=params["name"], namespace=params.get("namespace"), container=params.get("container"),
                       ip=params.get("ip"), mac=params.get("mac"), handoff=params.get("handoff"),
-                      pending=params.get("pending"), id=params.get("endpoint_id")), "")]
+                      pending=params.get("pending"), id=params.get("endpoint_id"),
+                      aliases=params.get("aliases")), "")]
     else:
         raise OverlayError("one of name or endpoints is required", "name")
     present = params.get("state", "present") == "present"
@@ -289,6 +292,8 @@ def new_records_builder(network, gw, underlay, new_items):
             record["gateway_ifname"] = item.gw_ifname if gw else None
             if item.handoff:
                 record["handoff"] = True
+            if item.aliases:
+                record["aliases"] = item.aliases  # in the transaction that creates the record
             if item.name in pending:
                 record["_pending"] = list(pending[item.name])  # popped by _records._claim_ops, never stored
             records.append(record)
@@ -383,8 +388,11 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
     validate_items(nl, network, items, existing, claims, macs, underlay, gw, params.get("force", False))
     _underlay.check_mtu(network, underlay)
     new_items = [i for i in items if i.name not in existing]
-    moved = [existing[i.name] for i in items
-             if i.name in existing and existing[i.name].value["namespace"] != i.ns.spec]
+    # Existing records to rewrite: the endpoint is in a new namespace (a restarted container), or given
+    # other aliases than the record holds.
+    rewrite = [(existing[i.name], i) for i in items if i.name in existing and (
+        existing[i.name].value["namespace"] != i.ns.spec or
+        (i.aliases is not None and (existing[i.name].value.get("aliases") or []) != i.aliases))]
     claimed = None
     if new_items:
         actions += ["store: register endpoint %s" % i.name for i in new_items]
@@ -396,11 +404,16 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
     created = claimed.records if claimed else []
     try:
         records = {name: e.value for name, e in existing.items()}
-        for entry in moved:
-            item = next(i for i in items if i.name == entry.value["name"])
-            actions.append("store: endpoint %s now in namespace %s" % (entry.value["name"], item.ns.spec))
+        for entry, item in rewrite:
             record = {k: v for k, v in entry.value.items() if k != "orphaned_at"}
-            record["namespace"] = item.ns.spec
+            if record["namespace"] != item.ns.spec:
+                actions.append("store: endpoint %s now in namespace %s" % (entry.value["name"], item.ns.spec))
+                record["namespace"] = item.ns.spec
+            if item.aliases is not None and (record.get("aliases") or []) != item.aliases:
+                actions.append("store: endpoint %s aliases %s" % (entry.value["name"], ", ".join(item.aliases) or "none"))
+                record["aliases"] = item.aliases
+                if not item.aliases:
+                    del record["aliases"]
             records[record["name"]] = record
             if apply:
                 _records.update_endpoint(store, layout, entry, record)

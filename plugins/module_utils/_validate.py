@@ -215,6 +215,31 @@ def host_name(value, field="host", default=False):
     return value
 
 
+DNS_NAME_MAX = 253
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?", re.ASCII)
+
+
+def is_dns_name(value):
+    """A name the names service can answer: dot-separated labels of 1-63 ASCII letters, digits,
+    '_' or '-' (not first or last), at most 253 characters in all (a container's name, a pod's)."""
+    return isinstance(value, str) and 0 < len(value) <= DNS_NAME_MAX and \
+        all(_DNS_LABEL.fullmatch(label) for label in value.split("."))
+
+
+def dns_names(values, field):
+    """A list of DNS names (an endpoint's aliases), sorted and without repeats. None passes through."""
+    if values is None:
+        return None
+    if not isinstance(values, (list, tuple)):
+        raise OverlayError("must be a list of names, not %r" % (values,), field)
+    for value in values:
+        if not is_dns_name(value):
+            raise OverlayError("%r is not a valid DNS name: use dot-separated labels of 1-63 ASCII letters, digits, "
+                               "'_' or '-' (not first or last), at most %d characters in all" % (value, DNS_NAME_MAX),
+                               field)
+    return sorted(set(values))
+
+
 def consul_prefix(value, field="consul_prefix"):
     """The key prefix without leading or trailing '/': every '/'-separated segment a key_segment.
     None means the default, 'overlay'."""

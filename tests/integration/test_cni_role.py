@@ -26,7 +26,10 @@ NETWORKS = [{"name": "demonet", "subnet": "192.168.0.0/24"}, {"name": "spare", "
 
 
 def site(lab, overrides=None, limit=None, **kwargs):
-    extra = {"overlay_cni": True, "overlay_consul_token": TOKEN, "overlay_networks": NETWORKS}
+    # The agent's names on loopback (Docker 20.10) and on the gateway bridge (CNI containers): only the
+    # latter becomes the conflists' nameserver, and 10.0.0.10:5353 (not port 53) neither.
+    extra = {"overlay_cni": True, "overlay_consul_token": TOKEN, "overlay_networks": NETWORKS,
+             "overlay_dns_listen": ["127.0.0.1:53", "172.18.0.1:53", "10.0.0.10:5353"]}
     extra.update(overrides or {})
     # In a file, not on the command line (the lab logs that): the token must appear nowhere.
     extra_file = lab.workdir / "cni-extra-vars.json"
@@ -90,6 +93,8 @@ def test_roles_install_the_cni_plugin_and_the_installed_plugin_attaches(lab_fact
             conflist = json.loads(text)
             assert conflist == {"cniVersion": "1.0.0", "name": name, "plugins": [{
                 "type": "overlay-vxlan", "network": name, "host": host.name,
+                "capabilities": {"aliases": True, "ips": True},
+                "dns_nameservers": ["172.18.0.1"], "dns_search": [name],
                 "consul_host": "10.0.0.5", "consul_port": 8500, "consul_scheme": "http", "consul_prefix": "overlay",
                 "consul_token_file": TOKEN_FILE, "vtep": "eth0",
                 "gateway_bridge": "docker_gwbridge", "gateway_subnet": "172.18.0.0/16", "gateway_block_host": False,
@@ -116,6 +121,7 @@ def test_roles_install_the_cni_plugin_and_the_installed_plugin_attaches(lab_fact
         assert out["cniVersion"] == "1.0.0", out
         assert out["interfaces"][0]["name"] == "eth0" and out["interfaces"][0]["sandbox"] == "/run/netns/p", out
         assert out["interfaces"][0]["mac"].startswith("02:42:"), out
+        assert out["dns"] == {"nameservers": ["172.18.0.1"], "search": ["demonet"]}, out
         address = out["ips"][0]["address"]
         assert address.startswith("192.168.0.") and address.endswith("/24"), out
         addresses[host.name] = address.split("/")[0]

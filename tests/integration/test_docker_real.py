@@ -291,18 +291,24 @@ def test_dockerd_and_agent_restarts(docker_lab):
 
 
 def install_cni(host, collection_path, venv):
-    """The CNI plugin as docs/cni.md installs it (per-host private /opt/cni and /etc/cni/net.d here)."""
+    """The CNI plugin as docs/cni.md installs it (per-host private /opt/cni and /etc/cni/net.d here), with
+    the resolver the overlay_networks role writes when the agent answers names on the gateway bridge."""
     wrapper = ("#!/bin/sh\ncd / && PYTHONPATH=%s exec %s -m ansible_collections.overlay.vxlan.cni\n"
                % (collection_path, venv / "bin" / "python"))
     conflist = {"cniVersion": "1.0.0", "name": "demonet",
                 "plugins": [{"type": "overlay-vxlan", "network": "demonet", "consul_host": "10.0.0.5",
-                             "host": host.name, "vtep": "eth0"}]}
+                             "host": host.name, "vtep": "eth0", "capabilities": {"aliases": True, "ips": True},
+                             "dns_nameservers": [GATEWAY_IP], "dns_search": ["demonet"]}]}
     host.run("mkdir -p /opt/cni/bin /etc/cni/net.d && cat > /opt/cni/bin/overlay-vxlan && "
              "chmod 0755 /opt/cni/bin/overlay-vxlan", input=wrapper)
     host.run("cat > /etc/cni/net.d/demonet.conflist", input=json.dumps(conflist))
 
 
-def test_podman_through_cni_reaches_docker_across_hosts(docker_lab, collection_path):
+GATEWAY_IP = "172.18.0.1"  # the gateway bridge's address (the CNI plugin's default gateway_subnet's first)
+PING_BY_NAME = "for i in 1 2 3 4 5 6 7 8 9 10; do ping -c 1 -W 1 %s && exit 0; sleep 0.2; done; exit 1"
+
+
+def test_podman_through_cni_reaches_docker_across_hosts_and_names_work_both_ways(docker_lab, collection_path):
     from lab.containers import Podman
     lab, hosts = docker_lab
     (h0, d0, _a0), (h1, d1, _a1) = hosts["docker0"], hosts["docker1"]
@@ -310,19 +316,49 @@ def test_podman_through_cni_reaches_docker_across_hosts(docker_lab, collection_p
     install_cni(h1, collection_path, lab.venv)
     pm = Podman(lab, h1).start()
     run_d(d0, "C0", "--ip", "192.168.0.100")
+    names = None
     try:
         # podman run --network demonet --ip: attached at start through CNI (IP= in CNI_ARGS).
         pm.podman("run", "-d", "--name", "P1", "--network", "demonet", "--ip", "192.168.0.150", "--cap-add", "NET_RAW",
-                  "local/busybox", "sleep", "3600")
+                  "--network-alias", "pdb", "local/busybox", "sleep", "3600")
         link = pm.podman("exec", "P1", "ip", "link", "show", "eth0").stdout
         assert "02:42:c0:a8:00:96" in link, link
-        assert [e["host"] for e in endpoint_records(lab) if e["ip"] == "192.168.0.150"] == ["docker1"]
+        [record] = [e for e in endpoint_records(lab) if e["ip"] == "192.168.0.150"]
+        assert record["host"] == "docker1"
+        # Its names, stored with the record: --name (K8S_POD_NAME), --network-alias and Podman's short id.
+        short_id = pm.podman("inspect", "-f", "{{.Id}}", "P1").stdout.strip()[:12]
+        assert record["aliases"] == sorted(["P1", "pdb", short_id]), record
         assert pm.podman("exec", "P1", "sh", "-c", "for i in 1 2 3 4 5; do ping -c1 -W1 192.168.0.100 && exit 0; "
                          "done; exit 1", check=False).returncode == 0
         assert reaches(d0, "C0", "192.168.0.150")
-        # Removal detaches (DEL): nothing of P1 is left in Consul.
+
+        # P1 by name from a Docker container on the other host (Docker's embedded DNS -> docker0's agent).
+        for target in ("P1", "P1.demonet", "pdb"):
+            r = d0.docker("exec", "C0", "sh", "-c", PING_BY_NAME % target, check=False)
+            assert r.returncode == 0 and "192.168.0.150" in r.stdout, (target, r.stdout, r.stderr)
+
+        # Podman wrote the CNI result's dns into P1's resolv.conf: the gateway bridge's address first (the
+        # host's servers after it), the network's name as the first search domain.
+        conf = pm.podman("exec", "P1", "cat", "/etc/resolv.conf").stdout
+        servers = [line.split()[1] for line in conf.splitlines() if line.startswith("nameserver ")]
+        search = [line.split()[1:] for line in conf.splitlines() if line.startswith("search ")]
+        assert servers[:1] == [GATEWAY_IP] and "127.0.0.1" not in servers, conf
+        assert search and search[0][0] == "demonet", conf
+        # ... where docker1's agent answers (listening on the gateway bridge's address, which now exists):
+        # C0, a Docker container on docker0, by name from the Podman container.
+        names = lab._spawn("names", h1.name, h1.nsenter_cmd() + [
+            "env", "PYTHONPATH=" + collection_path, str(lab.venv / "bin" / "python"), "-m",
+            "ansible_collections.overlay.vxlan.agent", "--host", h1.name, "--consul-host", "10.0.0.5", "--no-peers",
+            "--dns-listen", GATEWAY_IP + ":53", "--dns-upstream", "127.0.0.1:53"])
+        for target in ("C0", "c0.demonet"):
+            r = pm.podman("exec", "P1", "sh", "-c", PING_BY_NAME % target, check=False)
+            assert r.returncode == 0 and "192.168.0.100" in r.stdout, (target, r.stdout, r.stderr)
+
+        # Removal detaches (DEL): nothing of P1 is left in Consul, and its names are gone with the record.
         pm.podman("rm", "-f", "-t", "0", "P1")
         assert "192.168.0.150" not in [e["ip"] for e in endpoint_records(lab)]
     finally:
+        if names is not None:
+            lab._stop_procs([names], timeout=10, strict=False)
         pm.podman("rm", "-f", "-t", "0", "P1", check=False)
         d0.docker("rm", "-f", "C0", check=False)

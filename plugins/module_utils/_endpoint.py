@@ -280,6 +280,10 @@ def new_records_builder(network, gw, underlay, new_items):
         gw_ips = iter(_allocate.free_addresses(gw.subnet, gw_claims | {gw.router}, len(chunk), randomize=spread,
                                                field="gateway_subnet")) if gw else None
         records = []
+        # Port names use an id's first 10 characters (ve-/gw-/vh-): two endpoints sharing them would
+        # share ports, and attaching one would delete the other's as "not its peer".
+        shorts = {(e.value.get("id") or "")[:10]: e.value.get("name") for e in existing.values()
+                  if isinstance(e.value, dict)}
         for item in chunk:
             ip = item.ip if item.ip is not None else next(ips)
             mac = item.mac or _keys.mac_for(ip)
@@ -289,6 +293,13 @@ def new_records_builder(network, gw, underlay, new_items):
             record = _keys.endpoint_record(network, item.name, ip, mac, underlay.host, underlay.vtep,
                                            item.ifname, next(gw_ips) if gw else None, item.ns.spec,
                                            endpoint_id=item.endpoint_id)
+            while record["id"][:10] in shorts and item.endpoint_id is None:
+                record["id"] = _keys.new_id()
+            if record["id"][:10] in shorts:
+                raise OverlayError("endpoint id %s shares its first 10 characters (its port names) with endpoint %s "
+                                   "of network %s" % (record["id"], shorts[record["id"][:10]], network["name"]),
+                                   item.f("name"))
+            shorts[record["id"][:10]] = item.name
             record["gateway_ifname"] = item.gw_ifname if gw else None
             if item.handoff:
                 record["handoff"] = True

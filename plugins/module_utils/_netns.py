@@ -208,9 +208,15 @@ class Netlink:
             self._sockets[key] = sock
         return sock
 
+    def links_moved(self):
+        """A link was deleted, renamed or moved: names may now name other links (or none)."""
+        for sock in self._sockets.values():
+            sock.bridges.clear()
+
     def forget(self, ns):
         """Close the socket of a namespace about to go; the peers of its veths go with it."""
         self.wrote()
+        self.links_moved()
         sock = self._sockets.pop(ns.path, None)
         if sock is not None:
             sock.close()
@@ -225,6 +231,7 @@ class Netlink:
 
 
 READS = {"get", "dump", "show"}
+MOVES = {"ifname", "net_ns_fd", "net_ns_pid", "IFLA_IFNAME", "IFLA_NET_NS_FD", "IFLA_NET_NS_PID"}
 
 
 class Snapshot:
@@ -246,6 +253,9 @@ class Snapshot:
         self._links = None  # (by name, by index)
         self._addrs = None
         self._fdb = None
+        # Bridges' indexes by name (_links.bridge_index), for the whole run: a write changes a
+        # bridge's attributes, not its index; only a deleted, renamed or moved link clears them.
+        self.bridges = {}
 
     def __getattr__(self, name):
         return getattr(self._ipr, name)
@@ -271,6 +281,8 @@ class Snapshot:
                 raise NetlinkError(errno.ENODEV, "No such device")
             return [msg]
         self._write(cmd)
+        if cmd in ("del", "delete", "remove") or (cmd == "set" and MOVES & set(kwargs)):
+            self._owner.links_moved()
         return self._ipr.link(cmd, **kwargs)
 
     def get_links(self, *args, **kwargs):

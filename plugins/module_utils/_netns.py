@@ -13,8 +13,47 @@ import re
 
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
+
+
+def _lazy_pyroute2_package():
+    """Register pyroute2's package without running its ``__init__``, which imports every library it
+    has (NDB, IPDB, conntrack, nl80211, ipset, ...): about a third of what importing pyroute2 costs
+    a module run (benchmarks/README.md), for nothing this collection uses. Submodules import as
+    usual; the first attribute that is not a submodule (``pyroute2.IPRoute`` from other code in the
+    same process, say) runs the real ``__init__`` into the package, so that code sees pyroute2 as
+    always. Does nothing when pyroute2 is imported already or cannot be found."""
+    import importlib
+    import importlib.util
+    import sys
+    if "pyroute2" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return
+    package = importlib.util.module_from_spec(spec)
+    state = {"initialised": False}
+
+    def __getattr__(name):
+        if not name.startswith("__"):
+            try:
+                return importlib.import_module("pyroute2." + name)
+            except ModuleNotFoundError as e:
+                if e.name != "pyroute2." + name:
+                    raise
+        if not state["initialised"]:
+            state["initialised"] = True
+            spec.loader.exec_module(package)
+            if name in package.__dict__:
+                return package.__dict__[name]
+        raise AttributeError("module 'pyroute2' has no attribute %r" % name)
+
+    package.__getattr__ = __getattr__
+    sys.modules["pyroute2"] = package
+
+
 try:
-    from pyroute2 import IPRoute
+    _lazy_pyroute2_package()
+    from pyroute2.iproute.linux import IPRoute
     from pyroute2 import netns as _pyroute2_netns
     from pyroute2.netlink.exceptions import NetlinkError
     HAS_PYROUTE2 = True

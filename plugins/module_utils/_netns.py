@@ -14,7 +14,6 @@ import re
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 
-
 def _lazy_pyroute2_package():
     """Register pyroute2's package without running its ``__init__``, which imports every library it
     has (NDB, IPDB, conntrack, nl80211, ipset, ...): about a third of what importing pyroute2 costs

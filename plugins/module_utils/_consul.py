@@ -274,16 +274,22 @@ class Consul:
             return None, 0
         return _decode(key, _b64(items[0].get("Value"))), items[0]["ModifyIndex"]
 
-    def get_tree(self, prefix, on_bad=None):
+    def get_tree(self, prefix, on_bad=None, known=None):
         """{key: (value, modify_index)} for every key under prefix.
 
         A value that is not JSON raises OverlayError, unless ``on_bad(key, raw)`` is given: then it is
-        called and the key left out.
+        called and the key left out. ``known``: an earlier answer; an entry whose ModifyIndex did not
+        change since is taken from it (the same tuple) instead of being decoded again.
         """
         items = self._read("reading %s" % prefix, _kv_path(prefix), params={"recurse": ""},
                            refused=self._needs(prefix))
         tree = {}
+        known = known or {}
         for i in items or ():
+            old = known.get(i["Key"])
+            if old is not None and old[1] == i["ModifyIndex"]:
+                tree[i["Key"]] = old
+                continue
             raw = _b64(i.get("Value"))
             try:
                 tree[i["Key"]] = (_decode(i["Key"], raw), i["ModifyIndex"])
@@ -305,17 +311,21 @@ class Consul:
         return self._read("listing %s" % prefix, _kv_path(prefix), params={"keys": ""},
                           refused=self._needs(prefix)) or []
 
-    def wait(self, prefix, index, wait):
+    def wait(self, prefix, index, wait, separator=None):
         """Block until something under prefix changes after ``index`` (or ``wait`` passes): the new index.
 
         ``wait`` is seconds (or a Go duration such as "60s"). The request is bounded by the wait plus a
         margin: a connection that stays silent longer raises OverlayError, as does any failure
-        (no retry: the caller logs it and resyncs).
+        (no retry: the caller logs it and resyncs). With ``separator`` ("/") Consul answers with the
+        keys up to it only (a handful of names, not every key) and the same index: the highest of
+        the whole prefix, deletions included.
         """
         seconds = _seconds(wait)
         what = "watching %s" % prefix
         read_timeout = seconds + seconds / 16 + min(self.timeout, _WAIT_MARGIN)
         params = {"keys": "", "index": int(index or 0), "wait": "%dms" % int(seconds * 1000)}
+        if separator:
+            params["separator"] = separator
         try:
             resp = self.session.get(self.url + _kv_path(prefix), params=params, headers=self.headers,
                                     verify=self.verify, timeout=(min(self.timeout, read_timeout), read_timeout))

@@ -330,8 +330,8 @@ class PeersBench:
             rounds.append({"rss_mib_median": statistics.median(m["VmRSS"] for m in mem.values()),
                            "rss_mib_max": max(m["VmRSS"] for m in mem.values()),
                            "hwm_mib_max": max(m["VmHWM"] for m in mem.values())})
-            log("   churn round %d: agents' RSS median %.1f MiB, max %.1f" % (i + 1, rounds[-1]["rss_mib_median"],
-                                                                           rounds[-1]["rss_mib_max"]))
+            log("   churn round %d: agents' RSS median %.1f MiB, max %.1f"
+                % (i + 1, rounds[-1]["rss_mib_median"], rounds[-1]["rss_mib_max"]))
         return rounds
 
     def run(self):

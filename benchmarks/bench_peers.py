@@ -439,16 +439,20 @@ def main():
     global SIZES, CHANGES, CHURN
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 and 5 endpoints per host, 2 changes, 1 churn round (a trial)")
-    if ap.parse_args().quick:
+    ap.add_argument("--collections-path", help="use this installed collections path instead of building one "
+                                               "(e.g. another commit's, for before/after figures)")
+    ap.add_argument("--out", default="peers.json", help="file name under benchmarks/results (default %(default)s)")
+    a = ap.parse_args()
+    if a.quick:
         SIZES, CHANGES, CHURN = (2, 5), 2, 1
     from bench_overlay import RESULTS, build_collection, cpu_share, machine_info
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     r = {"machine": machine_info()}
-    r["collection_path"] = build_collection(work / "collection")
+    r["collection_path"] = a.collections_path or build_collection(work / "collection")
     r["peers"] = bench(work, r["collection_path"])
     r["cpu_share_end"] = round(cpu_share(), 2)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "peers.json").write_text(json.dumps(r, indent=1) + "\n")
+    (RESULTS / a.out).write_text(json.dumps(r, indent=1) + "\n")
     print("\n".join(report_lines(r["peers"])))
     print("busy-loop share of a CPU: %s at start, %s at end" % (r["machine"]["cpu_share_start"], r["cpu_share_end"]))
     shutil.rmtree(work, ignore_errors=True)

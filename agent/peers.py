@@ -279,6 +279,26 @@ def _wait_or_heal(settings, store, root, index, wait, kept=None):
         raise value
 
 
+def sync_pass(params, store, layout, state, problems, full_pass, gc):
+    """One pass of the service under the host lock (``run``'s loop body): full when ``full_pass``
+    (the first, a periodic resync, after an error) or when another writer held the lock since the
+    last pass; a change pass otherwise. Returns the actions."""
+    with _hostlock.HostLock(marks=False), _netns.Netlink() as nl:
+        # Another writer held the lock since the last pass (a module run, a detach): the
+        # kernel is no longer what that pass left, so this one is full.
+        mark = _hostlock.read_mark()
+        full = full_pass or mark is None or mark != state.mark or state.underlay is None
+        state.mark = mark
+        if full:
+            state.underlay = None
+            state.underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, store.settings["host"])
+        else:
+            nl.snapshots = False  # a change pass reads a few links by name: point requests, not dumps
+        # Garbage collection on the first pass and on every periodic resync, not on every change.
+        return sync_once(nl, store, layout, state.underlay, once=problems, gc=gc and full_pass,
+                         gc_grace=params.get("gc_grace", _gc.DEFAULT_GRACE), state=state, full=full)
+
+
 def run(params, log=_log, once=False, wait="30s", clock=time.monotonic, gc=True):
     """Sync, then wait for a change (or ``wait``: a periodic full resync), forever.
 
@@ -301,21 +321,8 @@ def run(params, log=_log, once=False, wait="30s", clock=time.monotonic, gc=True)
             if down_since is not None and not announced:
                 log("reconnected to Consul at %s after %.1fs, resyncing" % (store.url, clock() - down_since))
                 announced = True
-            with _hostlock.HostLock(marks=False), _netns.Netlink() as nl:
-                # Another writer held the lock since the last pass (a module run, a detach): the
-                # kernel is no longer what that pass left, so this one is full.
-                mark = _hostlock.read_mark()
-                full = full_pass or mark is None or mark != state.mark or state.underlay is None
-                state.mark = mark
-                if full:
-                    state.underlay = None
-                    state.underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
-                else:
-                    nl.snapshots = False  # a change pass reads a few links by name: point requests, not dumps
-                # Garbage collection on the first pass and on every periodic resync, not on every change.
-                for action in sync_once(nl, store, layout, state.underlay, once=problems, gc=gc and full_pass,
-                                        gc_grace=params.get("gc_grace", _gc.DEFAULT_GRACE), state=state, full=full):
-                    log(action)
+            for action in sync_pass(params, store, layout, state, problems, full_pass, gc):
+                log(action)
             if down_since is not None:
                 down_since, announced = None, False
                 problems.seen.clear()  # a problem that persists after the outage is worth a line again

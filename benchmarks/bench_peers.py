@@ -47,6 +47,8 @@ NET = {"name": "scale", "subnet": "10.96.0.0/20"}
 SIZES = (10, 100)                   # endpoints per host
 CHANGES = 8                         # attach + detach of X per size
 CHURN, CHURN_SIZE = 4, 20
+IDLE_S = 6.0                        # seconds of no change: the services' idle CPU rate
+MICRO_HOST = "h9"                   # micro_peers.py runs there (its service stopped meanwhile)
 X_IP = "10.96.15.200"
 AGENT_WAIT = 600                    # the agents' --wait: no periodic full resync inside a measurement
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -264,6 +266,12 @@ class PeersBench:
         if "x" not in self.lab.hosts[SOURCE].list_netns():
             self.lab.hosts[SOURCE].add_netns("x")
         runs = []
+        # The services' CPU while nothing changes (their health probe of Consul, once a second while
+        # they wait): subtracted from each change's window.
+        c0, t0 = self.settle(), time.monotonic()
+        time.sleep(IDLE_S)
+        c1, t1 = self.cpu(), time.monotonic()
+        idle_rate = sum(c1[h] - c0[h] for h in RECEIVERS) / len(RECEIVERS) / (t1 - t0)
         try:
             for i in range(CHANGES):
                 for op in ("attach", "detach"):
@@ -297,10 +305,11 @@ class PeersBench:
                                  "window": (w0, w1)})
         finally:
             watch.close()
-        out = {"endpoints_in_network": 10 * per_host, "changes": len(runs)}
+        out = {"endpoints_in_network": 10 * per_host, "changes": len(runs), "agent_idle_cpu_s_per_s": idle_rate}
         for op in ("attach", "detach"):
             rs = [r for r in runs if r["op"] == op]
-            cpu = [sum(r["agent_cpu_s"].values()) / len(RECEIVERS) for r in rs]
+            raw = [sum(r["agent_cpu_s"].values()) / len(RECEIVERS) for r in rs]
+            cpu = [c - idle_rate * (r["window"][1] - r["window"][0]) for c, r in zip(raw, rs)]
             reqs = [consul_requests(self.consul_log, r["window"][0], r["window"][1] + 0.5, self.sources) for r in rs]
             out[op] = {
                 "latency_all_9_s_median": statistics.median(r["latency_all_s"] for r in rs),
@@ -310,6 +319,7 @@ class PeersBench:
                 "module_start_to_record_s_median": statistics.median(r["module_to_record_s"] for r in rs),
                 "agent_cpu_per_change_s_mean": statistics.mean(cpu),
                 "agent_cpu_per_change_s_runs": cpu,
+                "agent_cpu_per_change_s_raw_mean": statistics.mean(raw),
                 "consul_requests_per_change_all_hosts": statistics.mean(q["total"] for q in reqs),
                 "consul_requests_by_url": _merge([q["by_url"] for q in reqs], len(reqs)),
                 "runs": [{k: v for k, v in r.items() if k != "window"} for r in rs],
@@ -318,6 +328,31 @@ class PeersBench:
         leader = consul_requests(self.consul_log, w0, w1, self.sources)["leader"]
         out["health_probes_per_s_all_hosts"] = leader / (w1 - w0)
         out["agent_mem_mib"] = {h: proc_mem(p.pid) for h, p in self.agents.items()}
+        return out
+
+    def micro(self):
+        """micro_peers.py on MICRO_HOST in-process (its service stopped, then started again)."""
+        from bench_overlay import BENCH, PY, RESULTS
+        self.lab._stop_procs([self.agents.pop(MICRO_HOST)])
+        prof = RESULTS / ("peers-change-%s.prof" % self.bench.n)
+        try:
+            r = self.lab.hosts[MICRO_HOST].run([str(PY), str(BENCH / "micro_peers.py"), self.bench.collections_path,
+                                                "--host", MICRO_HOST, "--consul-host", PEER_HOSTS["consul"],
+                                                "--network-id", self.net_id, "--profile", str(prof)], timeout=300)
+            out = json.loads(r.stdout.strip().splitlines()[-1])
+        finally:
+            h = self.lab.hosts[MICRO_HOST]
+            self.agents[MICRO_HOST] = self.lab._spawn("peers", MICRO_HOST, h.nsenter_cmd() + [
+                "env", "PYTHONPATH=" + self.bench.collections_path, str(self.lab.venv / "bin" / "python"), "-m",
+                "ansible_collections.overlay.vxlan.agent", "--host", MICRO_HOST, "--vtep", "eth0",
+                "--consul-host", PEER_HOSTS["consul"], "--wait", str(AGENT_WAIT)])
+            time.sleep(1.0)
+            self.settle()
+        log("   micro_peers on %s: change pass %.1f ms CPU (read %.1f ms), full pass %.0f ms, blocking query request "
+            "%.1f ms, health probe %.1f ms" % (MICRO_HOST, out["change_pass_cpu_s"] * 1000, out["read_cpu_s"] * 1000,
+                                               out["full_pass_cpu_s"] * 1000, out["wait_request_cpu_s"] * 1000,
+                                               out["health_probe_cpu_s"] * 1000))
+        out["profile_file"] = prof.name
         return out
 
     def churn(self):
@@ -361,6 +396,7 @@ class PeersBench:
                 10 * per_host, setup, CHANGES, SOURCE))
             size = self.changes(per_host)
             size["setup_s"] = setup
+            size["micro"] = self.micro()
             res["sizes"].append(size)
             a = size["attach"]
             log("   peers @%d: FDB on all 9 after %.3fs (median), agent CPU %.1f ms/change, %.1f Consul requests/change"
@@ -422,6 +458,14 @@ def report_lines(p):
                      a["consul_requests_per_change_all_hosts"], d["consul_requests_per_change_all_hosts"],
                      s["health_probes_per_s_all_hosts"]))
         L.append("         requests by kind per attach: " + ", ".join("%s %.1f" % kv for kv in a["consul_requests_by_url"].items()))
+        L.append("         (CPU per change net of the services' idle rate, %.1f ms/s each: their health probe; raw %.1f ms)"
+                 % (s["agent_idle_cpu_s_per_s"] * 1000, a["agent_cpu_per_change_s_raw_mean"] * 1000))
+        mi = s.get("micro")
+        if mi:
+            L.append("         in-process on %s (micro_peers.py, process_time): change pass %.1f ms (its read of the store "
+                     "%.1f ms), full pass %.0f ms; blocking query request %.1f ms, health probe %.1f ms" % (
+                         MICRO_HOST, mi["change_pass_cpu_s"] * 1000, mi["read_cpu_s"] * 1000, mi["full_pass_cpu_s"] * 1000,
+                         mi["wait_request_cpu_s"] * 1000, mi["health_probe_cpu_s"] * 1000))
     if p.get("cpu_ratio_1000_vs_100") is not None:
         L.append("   agent CPU per attach, 1000 vs 100 endpoints: %.2fx" % p["cpu_ratio_1000_vs_100"])
     m = p["agent_mem_after_1000_mib"]

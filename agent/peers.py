@@ -64,8 +64,8 @@ class Synced:
 class State:
     """What the passes read and enforced, kept between them (``run`` holds one).
 
-    A change pass reads the store again (networks, hosts and endpoints, one request each: the
-    claims are not needed) but decodes only values whose ModifyIndex changed, and each network
+    A change pass reads the store again (networks, hosts and endpoints in one read-only transaction:
+    the claims are not needed) but decodes only values whose ModifyIndex changed, and each network
     applies only the endpoint records that changed: its cost follows the change, not the number
     of endpoints (up to Consul's answer itself, which a KV read cannot narrow down further)."""
 
@@ -96,9 +96,10 @@ class State:
                 part = key[len(layout.root):].split("/", 1)[0] + "/"
                 if part in parts:
                     parts[part][key] = entry
-        else:
-            parts = {part: store.get_tree(layout.root + part, on_bad=bad, known=self.parts.get(part))
-                     for part in PARTS}
+        else:  # one request (a read-only transaction) for the three parts
+            trees = store.get_trees([layout.root + part for part in PARTS], on_bad=bad,
+                                    known={layout.root + part: tree for part, tree in self.parts.items()})
+            parts = {part: trees[layout.root + part] for part in PARTS}
         old, new = self.parts.get("endpoints/", {}), parts["endpoints/"]
         self.parts = parts
         if full:
@@ -279,6 +280,14 @@ def _wait_or_heal(settings, store, root, index, wait, kept=None):
         raise value
 
 
+def open_store(settings):
+    """The service's Consul client. Every change pass reads the networks' endpoint records: asked
+    for uncompressed (Consul would gzip them for every reader on every change, each reader gunzip)."""
+    store = _consul.Consul(settings)
+    store.headers = dict(store.headers, **{"Accept-Encoding": "identity"})
+    return store
+
+
 def sync_pass(params, store, layout, state, problems, full_pass, gc):
     """One pass of the service under the host lock (``run``'s loop body): full when ``full_pass``
     (the first, a periodic resync, after an error) or when another writer held the lock since the
@@ -307,7 +316,7 @@ def run(params, log=_log, once=False, wait="30s", clock=time.monotonic, gc=True)
     Nothing but ``once`` mode ends the loop: every exception is logged and retried.
     """
     settings = _consul.connection_settings(params)
-    store = _consul.Consul(settings)
+    store = open_store(settings)
     layout = _keys.Layout(settings["prefix"])
     problems = Once(log)
     index = 0

@@ -283,21 +283,37 @@ class Consul:
         """
         items = self._read("reading %s" % prefix, _kv_path(prefix), params={"recurse": ""},
                            refused=self._needs(prefix))
-        tree = {}
-        known = known or {}
-        for i in items or ():
-            old = known.get(i["Key"])
-            if old is not None and old[1] == i["ModifyIndex"]:
-                tree[i["Key"]] = old
-                continue
-            raw = _b64(i.get("Value"))
-            try:
-                tree[i["Key"]] = (_decode(i["Key"], raw), i["ModifyIndex"])
-            except OverlayError:
-                if on_bad is None:
-                    raise
-                on_bad(i["Key"], raw)
-        return tree
+        return _entries(items, on_bad, known)
+
+    def get_trees(self, prefixes, on_bad=None, known=None):
+        """get_tree() of each prefix, {prefix: tree}, in ONE read-only transaction (one request, one
+        consistent view): for a reader that needs several parts of the store but not all of it. The
+        prefixes must not overlap (none the start of another); ``known``: {prefix: an earlier tree}."""
+        ops = [{"KV": {"Verb": "get-tree", "Key": prefix}} for prefix in prefixes]
+        what = "reading %s" % ", ".join(prefixes)
+        code, body = self._request("PUT", "/v1/txn", what, data=json.dumps(ops),
+                                   refused=" and ".join(self._needs(p) for p in prefixes))
+        try:
+            answer = json.loads(body) if code in (200, 409) else None
+        except ValueError:
+            raise OverlayError("Consul at %s: %s returned something that is not JSON: %r" % (self.url, what, body[:80]))
+        if code != 200 or not isinstance(answer, dict):
+            errors = "; ".join(str(e.get("What")) for e in (answer or {}).get("Errors") or ()) or body.strip()[:200]
+            if "Permission denied" in errors:
+                raise self._denied(what, errors, None)
+            raise OverlayError("Consul at %s: %s failed with HTTP %s: %s" % (self.url, what, code, errors))
+        # The results come op after op, each op's keys under its prefix: split where they stop being.
+        groups = {prefix: [] for prefix in prefixes}
+        current = 0
+        for r in answer.get("Results") or ():
+            item = r.get("KV") or {}
+            key = item.get("Key", "")
+            while current < len(prefixes) and not key.startswith(prefixes[current]):
+                current += 1
+            if current == len(prefixes):
+                break
+            groups[prefixes[current]].append(item)
+        return {prefix: _entries(items, on_bad, (known or {}).get(prefix)) for prefix, items in groups.items()}
 
     def value(self, key):
         """The decoded value of key, or None."""
@@ -399,6 +415,25 @@ class Consul:
         except TxnConflict as e:
             return e.errors
         return None
+
+
+def _entries(items, on_bad, known):
+    """{key: (value, modify_index)} of KV entries as Consul returns them (see Consul.get_tree)."""
+    tree = {}
+    known = known or {}
+    for i in items or ():
+        old = known.get(i["Key"])
+        if old is not None and old[1] == i["ModifyIndex"]:
+            tree[i["Key"]] = old
+            continue
+        raw = _b64(i.get("Value"))
+        try:
+            tree[i["Key"]] = (_decode(i["Key"], raw), i["ModifyIndex"])
+        except OverlayError:
+            if on_bad is None:
+                raise
+            on_bad(i["Key"], raw)
+    return tree
 
 
 # -- transaction operations --------------------------------------------------------------------

@@ -148,6 +148,9 @@ class FakeStore:
                     out[key] = (value, index)
         return out
 
+    def get_trees(self, prefixes, on_bad=None, known=None):
+        return {p: self.get_tree(p, on_bad, (known or {}).get(p)) for p in prefixes}
+
 
 def test_state_reads_only_what_changed():
     from ansible_collections.overlay.vxlan.agent import peers

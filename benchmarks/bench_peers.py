@@ -50,6 +50,8 @@ CHURN, CHURN_SIZE = 4, 20
 IDLE_S = 6.0                        # seconds of no change: the services' idle CPU rate
 MICRO_HOST = "h9"                   # micro_peers.py runs there (its service stopped meanwhile)
 X_IP = "10.96.15.200"
+Y_IP = "10.96.15.201"
+DIRECT = 40                         # record changes written straight into Consul, per size
 AGENT_WAIT = 600                    # the agents' --wait: no periodic full resync inside a measurement
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RTMGRP_NEIGH = 0x4
@@ -327,14 +329,52 @@ class PeersBench:
         w0, w1 = runs[0]["window"][0], runs[-1]["window"][1]
         leader = consul_requests(self.consul_log, w0, w1, self.sources)["leader"]
         out["health_probes_per_s_all_hosts"] = leader / (w1 - w0)
+        out["direct"] = self.direct_changes(idle_rate)
         out["agent_mem_mib"] = {h: proc_mem(p.pid) for h, p in self.agents.items()}
         return out
 
-    def micro(self):
+    def direct_changes(self, idle_rate):
+        """DIRECT changes written by this process (Y's record on h0's VTEP, put then deleted), each
+        waited for on the 9 receivers (netlink), back to back: the services' CPU per change with
+        short windows (the module runs above make long ones, where the idle rate weighs)."""
+        ns = "ovl-" + self.net_id[:12]
+        watch = FdbWatch({h: self.lab.hosts[h].netns_path(ns) for h in RECEIVERS})
+        client = self.lab.consul_client()
+        key = "overlay/v1/endpoints/%s/Y" % self.net_id
+        record = {"schema": 1, "id": "e" * 64, "name": "Y", "network_id": self.net_id, "network": NET["name"],
+                  "ip": Y_IP, "prefixlen": 20, "mac": mac_for(Y_IP), "host": SOURCE, "vtep": PEER_HOSTS[SOURCE],
+                  "ifname": "eth0", "gateway_ip": None, "namespace": "y"}
+        latencies = []
+        try:
+            c0, t0, w0 = self.settle(), time.monotonic(), time.time()
+            for i in range(DIRECT):
+                watch.drain()
+                t = time.monotonic()
+                if i % 2 == 0:
+                    client.kv.put(key, json.dumps(record))
+                else:
+                    client.kv.delete(key)
+                seen = watch.wait(record["mac"], RTM_NEWNEIGH if i % 2 == 0 else RTM_DELNEIGH)
+                if len(seen) < len(RECEIVERS):
+                    raise RuntimeError("direct change %d: only %s saw it" % (i, sorted(seen)))
+                latencies.append(max(seen.values()) - t)
+            c1 = self.settle()
+            t1, w1 = time.monotonic(), time.time()
+        finally:
+            watch.close()
+            client.kv.delete(key)
+        total = sum(c1[h] - c0[h] for h in RECEIVERS) / len(RECEIVERS)
+        reqs = consul_requests(self.consul_log, w0, w1, self.sources)
+        return {"changes": DIRECT, "agent_cpu_per_change_s": (total - idle_rate * (t1 - t0)) / DIRECT,
+                "agent_cpu_per_change_s_raw": total / DIRECT, "window_s": t1 - t0,
+                "latency_all_9_s_median": statistics.median(latencies),
+                "consul_requests_per_change_all_hosts": reqs["total"] / DIRECT}
+
+    def micro(self, endpoints):
         """micro_peers.py on MICRO_HOST in-process (its service stopped, then started again)."""
         from bench_overlay import BENCH, PY, RESULTS
         self.lab._stop_procs([self.agents.pop(MICRO_HOST)])
-        prof = RESULTS / ("peers-change-%s.prof" % self.bench.n)
+        prof = RESULTS / ("peers-change-%d.prof" % endpoints)
         try:
             r = self.lab.hosts[MICRO_HOST].run([str(PY), str(BENCH / "micro_peers.py"), self.bench.collections_path,
                                                 "--host", MICRO_HOST, "--consul-host", PEER_HOSTS["consul"],
@@ -396,21 +436,25 @@ class PeersBench:
                 10 * per_host, setup, CHANGES, SOURCE))
             size = self.changes(per_host)
             size["setup_s"] = setup
-            size["micro"] = self.micro()
+            size["micro"] = self.micro(10 * per_host)
             res["sizes"].append(size)
             a = size["attach"]
-            log("   peers @%d: FDB on all 9 after %.3fs (median), agent CPU %.1f ms/change, %.1f Consul requests/change"
-                % (10 * per_host, a["latency_all_9_s_median"], a["agent_cpu_per_change_s_mean"] * 1000,
-                   a["consul_requests_per_change_all_hosts"]))
+            log("   peers @%d: FDB on all 9 after %.3fs (median), agent CPU %.1f ms/attach, %.1f ms/record change, "
+                "%.1f Consul requests/change" % (10 * per_host, a["latency_all_9_s_median"], a["agent_cpu_per_change_s_mean"] * 1000,
+                                                 size["direct"]["agent_cpu_per_change_s"] * 1000,
+                                                 a["consul_requests_per_change_all_hosts"]))
         mem = {h: proc_mem(p.pid) for h, p in self.agents.items()}
         res["agent_mem_after_1000_mib"] = {"rss_median": statistics.median(m["VmRSS"] for m in mem.values()),
                                            "hwm_max": max(m["VmHWM"] for m in mem.values()),
                                            "by_host": mem}
         log("   peers: churn, %d rounds of attach+detach of %d endpoints on %s" % (CHURN, CHURN_SIZE, SOURCE))
         res["churn"] = self.churn()
-        small, big = res["sizes"][0]["attach"], res["sizes"][-1]["attach"]
-        res["cpu_ratio_1000_vs_100"] = big["agent_cpu_per_change_s_mean"] / small["agent_cpu_per_change_s_mean"] \
-            if small["agent_cpu_per_change_s_mean"] else None
+        small, big = res["sizes"][0], res["sizes"][-1]
+        res["cpu_ratio_1000_vs_100"] = {
+            "direct": big["direct"]["agent_cpu_per_change_s"] / small["direct"]["agent_cpu_per_change_s"],
+            "attach": big["attach"]["agent_cpu_per_change_s_mean"] / small["attach"]["agent_cpu_per_change_s_mean"],
+            "micro_change_pass": big["micro"]["change_pass_cpu_s"] / small["micro"]["change_pass_cpu_s"]
+            if big.get("micro") and small.get("micro") else None}
         return res
 
 
@@ -460,14 +504,23 @@ def report_lines(p):
         L.append("         requests by kind per attach: " + ", ".join("%s %.1f" % kv for kv in a["consul_requests_by_url"].items()))
         L.append("         (CPU per change net of the services' idle rate, %.1f ms/s each: their health probe; raw %.1f ms)"
                  % (s["agent_idle_cpu_s_per_s"] * 1000, a["agent_cpu_per_change_s_raw_mean"] * 1000))
+        di = s.get("direct")
+        if di:
+            L.append("         %d record changes written straight into Consul, back to back: %.1f ms CPU per change per service "
+                     "(raw %.1f), all 9 updated %.0f ms after the write (median), %.1f Consul requests per change" % (
+                         di["changes"], di["agent_cpu_per_change_s"] * 1000, di["agent_cpu_per_change_s_raw"] * 1000,
+                         di["latency_all_9_s_median"] * 1000, di["consul_requests_per_change_all_hosts"]))
         mi = s.get("micro")
         if mi:
             L.append("         in-process on %s (micro_peers.py, process_time): change pass %.1f ms (its read of the store "
                      "%.1f ms), full pass %.0f ms; blocking query request %.1f ms, health probe %.1f ms" % (
                          MICRO_HOST, mi["change_pass_cpu_s"] * 1000, mi["read_cpu_s"] * 1000, mi["full_pass_cpu_s"] * 1000,
                          mi["wait_request_cpu_s"] * 1000, mi["health_probe_cpu_s"] * 1000))
-    if p.get("cpu_ratio_1000_vs_100") is not None:
-        L.append("   agent CPU per attach, 1000 vs 100 endpoints: %.2fx" % p["cpu_ratio_1000_vs_100"])
+    ratio = p.get("cpu_ratio_1000_vs_100") or {}
+    L.append("   CPU per change, 1000 vs 100 endpoints: %s" % ", ".join(
+        "%s %.2fx" % (k, v) for k, v in (("record changes (per service)", ratio.get("direct")),
+                                         ("module attaches (per service)", ratio.get("attach")),
+                                         ("in-process change pass", ratio.get("micro_change_pass"))) if v))
     m = p["agent_mem_after_1000_mib"]
     L.append("   agent memory after the 1000: RSS %.1f MiB (median of 9), peak (VmHWM) %.1f MiB max" % (
         m["rss_median"], m["hwm_max"]))

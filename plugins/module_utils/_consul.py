@@ -303,17 +303,26 @@ class Consul:
                 raise self._denied(what, errors, None)
             raise OverlayError("Consul at %s: %s failed with HTTP %s: %s" % (self.url, what, code, errors))
         # The results come op after op, each op's keys under its prefix: split where they stop being.
-        groups = {prefix: [] for prefix in prefixes}
-        current = 0
+        trees = {prefix: {} for prefix in prefixes}
+        known = known or {}
+        current, prefix, tree, seen = -1, "", None, {}
         for r in answer.get("Results") or ():
             item = r.get("KV") or {}
             key = item.get("Key", "")
-            while current < len(prefixes) and not key.startswith(prefixes[current]):
+            if tree is None or not key.startswith(prefix):
                 current += 1
-            if current == len(prefixes):
-                break
-            groups[prefixes[current]].append(item)
-        return {prefix: _entries(items, on_bad, (known or {}).get(prefix)) for prefix, items in groups.items()}
+                while current < len(prefixes) and not key.startswith(prefixes[current]):
+                    current += 1
+                if current == len(prefixes):
+                    break
+                prefix = prefixes[current]
+                tree, seen = trees[prefix], known.get(prefix) or {}
+            old = seen.get(key)
+            if old is not None and old[1] == item["ModifyIndex"]:
+                tree[key] = old
+            else:
+                tree.update(_entries([item], on_bad, None))
+        return trees
 
     def value(self, key):
         """The decoded value of key, or None."""

@@ -105,7 +105,7 @@ class State:
         if full:
             self.endpoints, self.vteps = {}, collections.Counter()
             old = {}
-        changed = [k for k, entry in new.items() if old.get(k) is not entry] + [k for k in old.keys() - new.keys()]
+        changed = [k for k, entry in new.items() if old.get(k) is not entry] + list(old.keys() - new.keys())
         changes = {}
         skip = len(layout.root + "endpoints/")
         for key in changed:

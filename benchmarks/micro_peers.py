@@ -45,7 +45,7 @@ def main():
         out = call()
         return time.process_time() - c0, out
 
-    full_s, _ = timed(lambda: peers.sync_pass(params, store, layout, state, problems, True, False))
+    full_s = timed(lambda: peers.sync_pass(params, store, layout, state, problems, True, False))[0]
     key = layout.endpoint(a.network_id, "micro-peers")
     record = {"schema": 1, "id": "f" * 64, "name": "micro-peers", "network_id": a.network_id, "network": "micro",
               "ip": "10.96.15.250", "prefixlen": 20, "mac": "02:42:0a:60:0f:fa", "host": "h0", "vtep": "10.0.0.10",

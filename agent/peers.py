@@ -282,7 +282,8 @@ def _wait_or_heal(settings, store, root, index, wait, kept=None):
 
 def open_store(settings):
     """The service's Consul client. Every change pass reads the networks' endpoint records: asked
-    for uncompressed (Consul would gzip them for every reader on every change, each reader gunzip)."""
+    for uncompressed, explicitly (Consul gzips an answer for a client that accepts it, for every
+    reader on every change, and each reader would gunzip it)."""
     store = _consul.Consul(settings)
     store.headers = dict(store.headers, **{"Accept-Encoding": "identity"})
     return store

@@ -4,13 +4,16 @@
 
 A long-running loop holds a Consul blocking query on the store; whenever it changes, every network
 that has a namespace on this host gets its FDB and neighbour entries synced with the same engine
-code the modules use (``_peers``, ``_antispoof``, ``_firewall``, ``_overlay_ns``). Full passes (the
-first, and each periodic resync) also run the garbage collection (``_gc``) unless it is switched off.
+code the modules use (``_peers``, ``_antispoof``, ``_firewall``, ``_overlay_ns``). A full pass (the
+first, each periodic resync, the first after another writer held the host lock or after an error)
+reads and enforces everything, and also runs the garbage collection (``_gc``) unless it is switched
+off; a pass woken by a change applies the endpoint records that changed since the last pass, by
+their ModifyIndex (``State``), so that its cost follows the change, not the size of the network.
 Started by ``python -m ansible_collections.overlay.vxlan.agent`` (agent/__main__.py).
 """
 from __future__ import annotations
 
-import json
+import collections
 import queue
 import sys
 import threading
@@ -47,77 +50,143 @@ def _valid_endpoint(value):
     return isinstance(value, dict) and all(isinstance(value.get(f), str) for f in ENDPOINT_FIELDS)
 
 
-def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEFAULT_GRACE, synced=None,
+PARTS = ("networks/", "hosts/", "endpoints/")  # what a change pass reads, under the layout's root
+
+
+class Synced:
+    """What the last sync of one network enforced: the network's record (its ModifyIndex) on the
+    same namespace (its identity) with that vxlan0, and the remote endpoints (``_peers.Index``)."""
+
+    def __init__(self, where, vx_index, index):
+        self.where, self.vx_index, self.index = where, vx_index, index
+
+
+class State:
+    """What the passes read and enforced, kept between them (``run`` holds one).
+
+    A change pass reads the store again (networks, hosts and endpoints in one read-only transaction:
+    the claims are not needed) but decodes only values whose ModifyIndex changed, and each network
+    applies only the endpoint records that changed: its cost follows the change, not the number
+    of endpoints (up to Consul's answer itself, which a KV read cannot narrow down further)."""
+
+    def __init__(self):
+        self.parts = {}       # part -> {key: (value, modify_index)} as last read
+        self.endpoints = {}   # network id -> {key: endpoint record}, the valid records as last read
+        self.vteps = collections.Counter()  # the vtep of every endpoint record (the firewall's set)
+        self.synced = {}      # network id -> Synced
+        self.firewall = None  # what the firewall's sets last got from Consul
+        self.network_ids = None  # the network ids the last stale-namespace check saw
+        self.mark = None      # the host lock's mark at the last pass
+        self.underlay = None  # this host's underlay, found by the last full pass
+
+    def forget(self):
+        """Something else changed the kernel: the next pass syncs every network in full."""
+        self.synced.clear()
+        self.firewall = self.network_ids = None
+
+    def read(self, store, layout, once, full):
+        """Read the store; returns {network id: {key: (record before, record after)}}: the endpoint
+        records that changed since the last read (every one after a full read); {} for none."""
+        def bad(key, raw):
+            once(key, "skipping %s: its value %r is not the JSON this collection writes" % (key, raw[:80]))
+
+        if full:  # the whole tree: every unreadable value anywhere is logged (the garbage collection counts on it)
+            parts = {part: {} for part in PARTS}
+            for key, entry in store.get_tree(layout.root, on_bad=bad).items():
+                part = key[len(layout.root):].split("/", 1)[0] + "/"
+                if part in parts:
+                    parts[part][key] = entry
+        else:  # one request (a read-only transaction) for the three parts
+            trees = store.get_trees([layout.root + part for part in PARTS], on_bad=bad,
+                                    known={layout.root + part: tree for part, tree in self.parts.items()})
+            parts = {part: trees[layout.root + part] for part in PARTS}
+        old, new = self.parts.get("endpoints/", {}), parts["endpoints/"]
+        self.parts = parts
+        if full:
+            self.endpoints, self.vteps = {}, collections.Counter()
+            old = {}
+        changed = [k for k, entry in new.items() if old.get(k) is not entry] + list(old.keys() - new.keys())
+        changes = {}
+        skip = len(layout.root + "endpoints/")
+        for key in changed:
+            before, after = old.get(key, (None, 0))[0], new.get(key, (None, 0))[0]
+            for value, step in ((before, -1), (after, 1)):
+                if isinstance(value, dict) and isinstance(value.get("vtep"), str) and value["vtep"]:
+                    self.vteps[value["vtep"]] += step
+            net_id = key[skip:].split("/", 1)[0]
+            records = self.endpoints.setdefault(net_id, {})
+            before = records.pop(key, None)
+            if after is not None and not _valid_endpoint(after):
+                once(key, "skipping %s: not an endpoint record (%r)" % (key, str(after)[:80]))
+                after = None
+            if after is not None:
+                records[key] = after
+            if not records:
+                del self.endpoints[net_id]
+            if before is not None or after is not None:
+                changes.setdefault(net_id, {})[key] = (before, after)
+        self.vteps += collections.Counter()  # drops the vteps no record has any more
+        return changes
+
+
+def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEFAULT_GRACE, state=None,
               full=True):
-    """Sync every network present on this host with one read of the store. Returns the actions taken.
+    """Sync every network present on this host from a read of the store. Returns the actions taken.
 
     A value under the prefix that is not what this collection writes is skipped (and, with ``once``,
     logged once); so is a network whose sync fails: the rest still syncs. Overlay namespaces of
     networks that Consul no longer holds get their peers removed.
 
-    ``synced`` (a dict the caller keeps between passes) remembers what each network's last sync
-    enforced. With ``full=False`` (a pass woken by a change of the store) a network whose record
-    and devices are the same as then gets only the difference, with point requests: its cost
-    follows the change, not the number of endpoints. Kernel drift (an entry deleted by hand) is
-    found by the full passes: the first, the periodic resync and every pass after an error.
+    ``state`` (a State the caller keeps between passes) remembers what was read and what each
+    network's last sync enforced. With ``full=False`` (a pass woken by a change of the store) a
+    network whose record and namespace are the same as then gets only the endpoint records that
+    changed, with point requests, and a network without changes costs nothing. Kernel drift (an
+    entry deleted by hand) is found by the full passes: the first, the periodic resync and every
+    pass after an error.
     """
     once = once or Once(lambda text: None)
-    synced = {} if synced is None else synced
-
-    def bad(key, raw):
-        once(key, "skipping %s: its value %r is not the JSON this collection writes" % (key, raw[:80]))
-
+    state = State() if state is None else state
+    if full:
+        state.forget()
     actions = []
-    tree = store.get_tree(layout.root, on_bad=bad)
+    changes = state.read(store, layout, once, full)
     networks = []
-    for key, (value, _index) in sorted(tree.items()):
-        if key.startswith(layout.networks()) and value is not None:
-            if _valid_network(value):
-                networks.append(value)
-            else:
-                once(key, "skipping %s: not a network record (%r)" % (key, str(value)[:80]))
-    registered = _firewall.registered_tree(tree, layout, underlay.vtep)
-    if full or synced.get("firewall") != registered:
-        synced.pop("firewall", None)
-        actions += _firewall.sync_tree(tree, layout, underlay.vtep)
-        synced["firewall"] = registered
-    for network in networks:
-        prefix = layout.endpoints(network["id"])
+    for key, (value, index) in sorted(state.parts["networks/"].items()):
+        if value is None:
+            continue
+        if _valid_network(value):
+            networks.append((value, index))
+        else:
+            once(key, "skipping %s: not a network record (%r)" % (key, str(value)[:80]))
+    hosts = [value for value, _index in state.parts["hosts/"].values()]
+    registered = _firewall.registered([v for v, _i in state.parts["networks/"].values()], hosts,
+                                      [{"vtep": v} for v in state.vteps], underlay.vtep)
+    if state.firewall != registered:
+        state.firewall = None
+        actions += _firewall.sync(*registered, apply=True)
+        state.firewall = registered
+    for network, net_index in networks:
+        before = state.synced.pop(network["id"], None)
         try:
-            vx_index = _overlay_ns.vxlan_index(nl, network)
-            if vx_index is None:
-                synced.pop(network["id"], None)
-                continue  # not on this host (yet): overlay_network builds it
-            endpoints = []
-            for key, (value, _index) in sorted(tree.items()):
-                if key.startswith(prefix) and value is not None:
-                    if _valid_endpoint(value):
-                        endpoints.append(value)
-                    else:
-                        once(key, "skipping %s: not an endpoint record (%r)" % (key, str(value)[:80]))
-            ns = _overlay_ns.namespace(network)
-            ipr = nl.get(ns)
-            # The same record on the same devices (a namespace built again gets a new identity).
-            where = (json.dumps(network, sort_keys=True), _netns.identity(ns), vx_index)
-            before = synced.pop(network["id"], None)
-            before = before[1] if before is not None and not full and before[0] == where else None
-            want = _peers.desired(endpoints, underlay.vtep)
-            done = _peers.sync(ipr, vx_index, want, apply=True,
-                               have=None if before is None else _peers.desired(before, underlay.vtep))
-            anti = None if before is None else _antispoof.follow(nl, network, before, endpoints, underlay.vtep,
-                                                                 apply=True)
-            done += _antispoof.reconcile(nl, network, endpoints, underlay.vtep, apply=True) if anti is None else anti
+            done = _sync_network(nl, network, net_index, state, before, changes.get(network["id"]), underlay)
             actions += ["%s: %s" % (network["name"], a) for a in done]
-            synced[network["id"]] = (where, endpoints)
         except Exception as e:  # one network's trouble (a vanished device, a netlink error) stops only it
+            state.synced.pop(network["id"], None)
             once(network["id"], "network %s: sync failed: %s" % (network["name"], _describe(e)))
-    try:
-        # Namespaces of networks Consul no longer holds (removed during a partition, Consul rebuilt):
-        # torn down, as every module run does. The read above was taken under the host lock, so
-        # it is never older than the run that built a namespace.
-        actions += _overlay_ns.reconcile(nl, {n["id"]: n for n in networks}, layout.prefix, apply=True)
-    except Exception as e:
-        once("reconcile", "tearing down stale overlay namespaces failed: %s" % _describe(e))
+    ids = frozenset(n["id"] for n, _i in networks)
+    for gone in set(state.synced) - ids:
+        del state.synced[gone]
+    if ids != state.network_ids:
+        state.network_ids = None
+        try:
+            # Namespaces of networks Consul no longer holds (removed during a partition, Consul rebuilt):
+            # torn down, as every module run does. The read above was taken under the host lock, so
+            # it is never older than the run that built a namespace. Only namespaces change that
+            # (module runs: the pass after them is full) and the networks in Consul: checked then.
+            actions += _overlay_ns.reconcile(nl, {n["id"]: n for n, _i in networks}, layout.prefix, apply=True)
+            state.network_ids = ids
+        except Exception as e:
+            once("reconcile", "tearing down stale overlay namespaces failed: %s" % _describe(e))
     if gc:
         try:
             found = [f for f in _gc.collect(nl, store, layout, underlay, layout.prefix, grace=gc_grace)
@@ -125,11 +194,41 @@ def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEF
             actions += ["gc: %s %s: %s (%s)" % (f["kind"], f.get("key") or f.get("device"), f["reason"], f["action"])
                         for f in found]
             if found:  # it changed what the networks' syncs above left: the next pass starts afresh
-                for key in [k for k in synced if k != "mark"]:
-                    del synced[key]
+                state.forget()
         except Exception as e:
             once("gc", "garbage collection failed: %s" % _describe(e))
     return actions
+
+
+def _sync_network(nl, network, net_index, state, before, changes, underlay):
+    """One network: only ``changes`` when ``before`` (its last sync) still holds, else in full."""
+    ns = _overlay_ns.namespace(network)
+    where = (net_index, _netns.identity(ns))
+    records = state.endpoints.get(network["id"], {})
+    if before is not None and before.where == where:
+        if changes:
+            have, want = before.index.apply(changes)
+            ipr = nl.get(ns)
+            done = _peers.sync(ipr, before.vx_index, want, apply=True, have=have)
+            anti = [] if not _antispoof.enabled(network) else _antispoof.follow(
+                nl, network, [b for b, _a in changes.values() if b is not None],
+                [a for _b, a in changes.values() if a is not None], underlay.vtep, apply=True)
+            if anti is None:  # a local endpoint went or changed: the anti-spoofing part in full
+                anti = _antispoof.reconcile(nl, network, [r for _k, r in sorted(records.items())], underlay.vtep,
+                                            apply=True)
+            done += anti
+        else:
+            done = []
+        state.synced[network["id"]] = before
+        return done
+    vx_index = _overlay_ns.vxlan_index(nl, network)
+    if vx_index is None:
+        return []  # not on this host (yet): overlay_network builds it
+    endpoints = [r for _k, r in sorted(records.items())]
+    done = _peers.sync(nl.get(ns), vx_index, _peers.desired(endpoints, underlay.vtep), apply=True)
+    done += _antispoof.reconcile(nl, network, endpoints, underlay.vtep, apply=True)
+    state.synced[network["id"]] = Synced(where, vx_index, _peers.Index(records, underlay.vtep))
+    return done
 
 
 def _describe(exc):
@@ -148,16 +247,21 @@ def _outage(exc):
     return isinstance(exc, OverlayError) and exc.field == "consul_host"
 
 
-def _wait_or_heal(settings, store, root, index, wait):
+def _wait_or_heal(settings, store, root, index, wait, kept=None):
     """The blocking query, run in a thread of its own while this one checks every second that
     Consul still answers: a connection that went silent (a partition) is abandoned as soon as the
-    health check fails, instead of after the query's own timeout."""
+    health check fails, instead of after the query's own timeout.
+
+    It asks for the keys up to the first "/" under ``root`` only: a handful of names, whatever the
+    number of endpoints, with the index of the whole tree. ``kept`` (a dict the caller keeps) holds
+    the client of a query that ended well, for the next one: its connection is used again."""
     box = queue.Queue()
-    watcher = _consul.Consul(settings)  # its own connections: the abandoned thread keeps them
+    kept = {} if kept is None else kept
+    watcher = kept.pop("watcher", None) or _consul.Consul(settings)  # abandoned: the thread keeps its connections
 
     def query():
         try:
-            box.put((True, watcher.wait(root, index, wait)))
+            box.put((True, watcher.wait(root, index, wait, separator="/")))
         except Exception as e:
             box.put((False, e))
 
@@ -171,8 +275,38 @@ def _wait_or_heal(settings, store, root, index, wait):
                                    "consul_host")
             continue
         if ok:
+            kept["watcher"] = watcher
             return value
         raise value
+
+
+def open_store(settings):
+    """The service's Consul client. Every change pass reads the networks' endpoint records: asked
+    for uncompressed, explicitly (Consul gzips an answer for a client that accepts it, for every
+    reader on every change, and each reader would gunzip it)."""
+    store = _consul.Consul(settings)
+    store.headers = dict(store.headers, **{"Accept-Encoding": "identity"})
+    return store
+
+
+def sync_pass(params, store, layout, state, problems, full_pass, gc):
+    """One pass of the service under the host lock (``run``'s loop body): full when ``full_pass``
+    (the first, a periodic resync, after an error) or when another writer held the lock since the
+    last pass; a change pass otherwise. Returns the actions."""
+    with _hostlock.HostLock(marks=False), _netns.Netlink() as nl:
+        # Another writer held the lock since the last pass (a module run, a detach): the
+        # kernel is no longer what that pass left, so this one is full.
+        mark = _hostlock.read_mark()
+        full = full_pass or mark is None or mark != state.mark or state.underlay is None
+        state.mark = mark
+        if full:
+            state.underlay = None
+            state.underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, store.settings["host"])
+        else:
+            nl.snapshots = False  # a change pass reads a few links by name: point requests, not dumps
+        # Garbage collection on the first pass and on every periodic resync, not on every change.
+        return sync_once(nl, store, layout, state.underlay, once=problems, gc=gc and full_pass,
+                         gc_grace=params.get("gc_grace", _gc.DEFAULT_GRACE), state=state, full=full)
 
 
 def run(params, log=_log, once=False, wait="30s", clock=time.monotonic, gc=True):
@@ -183,37 +317,28 @@ def run(params, log=_log, once=False, wait="30s", clock=time.monotonic, gc=True)
     Nothing but ``once`` mode ends the loop: every exception is logged and retried.
     """
     settings = _consul.connection_settings(params)
-    store = _consul.Consul(settings)
+    store = open_store(settings)
     layout = _keys.Layout(settings["prefix"])
     problems = Once(log)
     index = 0
     down_since, announced = None, False
     full_pass = True
-    synced = {}  # what each network's last sync enforced (sync_once): change passes apply differences
+    state = State()  # what was read and enforced: change passes apply differences
+    kept = {}
     _hostlock.write_mark()  # a mark to compare with from the start (none readable: every pass is full)
     while True:
         try:
             if down_since is not None and not announced:
                 log("reconnected to Consul at %s after %.1fs, resyncing" % (store.url, clock() - down_since))
                 announced = True
-            with _hostlock.HostLock(marks=False), _netns.Netlink() as nl:
-                underlay = _underlay.local(nl.get(_netns.resolve(None, None)), params, settings["host"])
-                # Another writer held the lock since the last pass (a module run, a detach): the
-                # kernel is no longer what that pass left, so this one is full.
-                mark = _hostlock.read_mark()
-                full = full_pass or mark is None or mark != synced.get("mark")
-                synced["mark"] = mark
-                # Garbage collection on the first pass and on every periodic resync, not on every change.
-                for action in sync_once(nl, store, layout, underlay, once=problems, gc=gc and full_pass,
-                                        gc_grace=params.get("gc_grace", _gc.DEFAULT_GRACE), synced=synced,
-                                        full=full):
-                    log(action)
+            for action in sync_pass(params, store, layout, state, problems, full_pass, gc):
+                log(action)
             if down_since is not None:
                 down_since, announced = None, False
                 problems.seen.clear()  # a problem that persists after the outage is worth a line again
             if once:
                 return 0
-            new_index = _wait_or_heal(settings, store, layout.root, index, wait)
+            new_index = _wait_or_heal(settings, store, layout.root, index, wait, kept)
             full_pass = new_index == index
             if new_index < index:
                 log("Consul's index went back from %d to %d (rebuilt?): resyncing everything" % (index, new_index))

@@ -4,7 +4,7 @@ A benchmark, not a test: it prints figures (and writes them to benchmarks/result
 next to Docker 20.10's reference figures, and asserts nothing about timings. It only fails when
 something it needs to measure does not work at all (a playbook fails, no ping ever answers...).
 
-    benchmarks/run.sh [--keep] [--collections-path DIR] [--no-profile] [--only attach|bringup|iperf|micro]
+    benchmarks/run.sh [--keep] [--collections-path DIR] [--no-profile] [--only attach|bringup|join|iperf|micro|peers]
 
 1. attach 50 endpoints on one host in ONE overlay_endpoint task: ansible task time (from a timing
    callback, and as attach-playbook wall minus no-op-playbook wall), the module's own time on the
@@ -14,9 +14,12 @@ something it needs to measure does not work at all (a playbook fails, no ping ev
    first successful ping between the two containers, 3 times on fresh networks, median;
 3. iperf3 single stream, 5 s, container on docker1 -> container on docker0 over the overlay, and
    docker1 -> docker0 on the underlay, 3 repeats each (interleaved), medians and ratio;
-4. benchmarks/micro_netlink.py inside docker1: the pyroute2 costs behind the profile.
+4. benchmarks/micro_netlink.py inside docker1: the pyroute2 costs behind the profile;
+5. benchmarks/bench_peers.py on a lab of its own (10 hosts): the agent's peers service following one
+   change in a network of 100 and of 1000 endpoints (FDB latency to the 9 other hosts, the service's
+   CPU per change, Consul requests per change, its memory after the 1000 and over churn).
 
-Order of a run: 2 (fresh hosts), 1, 3 (on the network of 1), 4. See benchmarks/README.md.
+Order of a run: 2 (fresh hosts), 1, 3 (on the network of 1), 4, 5. See benchmarks/README.md.
 
 Needs root (namespaces), the venv (scripts/setup.sh) and iperf3. PYTHONPATH must hold
 tests/integration (run.sh sets it).
@@ -281,6 +284,7 @@ class Bench:
              "attach_main_cpu_s": med(att, "main_cpu_s"), "attach_import_s": med(att, "import_s"),
              "attach_process_wall_s": med(att, "process_wall_s"),
              "attach_main_s_runs": [r["main_s"] for r in att],
+             "attach_maxrss_mib": max(r.get("maxrss_mib", 0) for r in att),
              "per_endpoint_main_s": med(att, "main_s") / N_ENDPOINTS,
              "per_endpoint_main_cpu_s": med(att, "main_cpu_s") / N_ENDPOINTS,
              "attach_changed": all(r["result"].get("changed") for r in att),
@@ -618,6 +622,9 @@ def report(r: dict) -> str:
                  f"re-run with nothing to change {fmt_s(d['rerun_unchanged_main_s'])} "
                  f"(CPU {fmt_s(d['rerun_unchanged_main_cpu_s'])}, changed={d['rerun_changed']}); "
                  f"detach 50 {fmt_s(d['detach_main_s'])} (CPU {fmt_s(d['detach_main_cpu_s'])})")
+        if d.get("attach_maxrss_mib"):
+            L.append(f"     peak RSS of the module process (module_driver.py, getrusage ru_maxrss) for the attach of "
+                     f"{a['endpoints']}: {d['attach_maxrss_mib']:.1f} MiB")
         p = a["ping"]
         L.append(f"   reachability after a peers sync on {B} ({fmt_s(p['peer_sync_task_s'])} task): "
                  f"{p['answered_first_try']}/{p['of']} answered a ping from {p['from']} at the first try, "
@@ -694,6 +701,10 @@ def report(r: dict) -> str:
         L.append("   link get by name vs links in the namespace: " + ", ".join(
             f"{k} links {v:.2f} ms" for k, v in mi["link_get_ms"].items()))
         L.append("-" * 96)
+    if r.get("peers"):
+        import bench_peers
+        L += bench_peers.report_lines(r["peers"])
+        L.append("-" * 96)
     L.append(f"benchmark wall time {r['bench_wall_s']:.1f} s (lab start {r['lab_start_s']:.1f} s, "
              f"collection build {r['collection_build_s']:.1f} s)")
     return "\n".join(L)
@@ -704,14 +715,14 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the lab's work directory (logs, playbook runs)")
     ap.add_argument("--collections-path", help="use this installed collections path instead of building one")
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile run of the 50-endpoint attach")
-    ap.add_argument("--only", choices=["attach", "bringup", "join", "iperf", "micro"], action="append",
+    ap.add_argument("--only", choices=["attach", "bringup", "join", "iperf", "micro", "peers"], action="append",
                     help="run only these parts (iperf needs attach); default: all")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (network namespaces)")
     if not shutil.which("iperf3"):
         sys.exit("iperf3 missing: apt-get install -y iperf3 (scripts/setup.sh installs it)")
-    only = set(a.only or ["attach", "bringup", "join", "iperf", "micro"])
+    only = set(a.only or ["attach", "bringup", "join", "iperf", "micro", "peers"])
     if "iperf" in only:
         only.add("attach")
 
@@ -740,6 +751,10 @@ def main() -> int:
             r["throughput"] = bench.bench_iperf(r["attach50"]["server_ip"], r["attach50"]["client_ip"])
         if "micro" in only:
             r["micro"] = bench.micro()
+        if "peers" in only:  # a lab of its own (10 hosts)
+            import bench_peers
+            log("5. peers service at scale (bench_peers.py, 10 hosts)")
+            r["peers"] = bench_peers.bench(work, cpath)
         ok = True
     finally:
         lab.stop()
@@ -747,7 +762,7 @@ def main() -> int:
         r["cpu_share_end"] = round(cpu_share(), 2)
         r["bench_wall_s"] = time.monotonic() - t_start
         r["complete"] = ok
-        if ok or r.get("attach50") or r.get("bringup"):
+        if ok or r.get("attach50") or r.get("bringup") or r.get("peers"):
             (RESULTS / "latest.json").write_text(json.dumps(r, indent=1) + "\n")
         if ok and not a.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -773,6 +788,11 @@ METHODS = {
             "dockerd), then ping -c1 -W0.2 from docker1's container until it answers; wall clock from before the "
             "attach to the first answer",
     "throughput": "iperf3 -c -t 5 -J (single stream); receiver-side bits/s; server iperf3 -s -1 started per run",
+    "peers": "benchmarks/bench_peers.py: 10 simulated hosts, one network, real endpoints (module_driver.py), the "
+             "agent's peers service on 9; X attached/detached on h0; latency from the instant a blocking query of "
+             "the benchmark on X's key wakes to each receiver's netlink RTM_NEWNEIGH/RTM_DELNEIGH for X's vxlan0 "
+             "entry; CPU = utime+stime of each service (/proc/PID/stat) around each change; Consul requests = the "
+             "dev agent's 'Request finished' log lines from the 9 receivers' addresses",
 }
 
 

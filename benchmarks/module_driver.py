@@ -4,7 +4,8 @@
 
 The module's own main() is called exactly as AnsiballZ would call it (arguments through
 ansible.module_utils.basic._ANSIBLE_ARGS), minus SSH and the AnsiballZ zip. Prints one JSON
-object: import and main() times (seconds; main() also as CPU time of this process), the module's rc and its JSON result.
+object: import and main() times (seconds; main() also as CPU time of this process), the process's peak
+RSS (getrusage ru_maxrss), the module's rc and its JSON result.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import contextlib
 import importlib
 import io
 import json
+import resource
 import sys
 import time
 
@@ -64,8 +66,10 @@ def main():
         result = json.loads(out.getvalue())
     except ValueError:
         result = {"raw": out.getvalue()[-4000:]}
+    # Peak RSS of this process (imports, main() and its result): what the module costs a host in memory.
+    maxrss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"startup_to_main_s": t0 - T_START, "import_s": t1 - t0, "main_s": t3 - t2, "main_cpu_s": c3 - c2,
-                      "rc": rc, "result": result}))
+                      "maxrss_mib": maxrss_kib / 1024, "rc": rc, "result": result}))
 
 
 if __name__ == "__main__":

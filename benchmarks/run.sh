@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the overlay benchmark with the venv and the lab on PYTHONPATH:
-#   sudo benchmarks/run.sh [--keep] [--no-profile] [--collections-path DIR] [--only attach|bringup|iperf]
+#   sudo benchmarks/run.sh [--keep] [--no-profile] [--collections-path DIR] [--only attach|bringup|join|iperf|micro|peers]
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ $EUID -ne 0 ]]; then

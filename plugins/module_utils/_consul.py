@@ -340,24 +340,55 @@ class Consul:
             return None, 0
         return _decode(key, _b64(items[0].get("Value"))), items[0]["ModifyIndex"]
 
-    def get_tree(self, prefix, on_bad=None):
+    def get_tree(self, prefix, on_bad=None, known=None):
         """{key: (value, modify_index)} for every key under prefix.
 
         A value that is not JSON raises OverlayError, unless ``on_bad(key, raw)`` is given: then it is
-        called and the key left out.
+        called and the key left out. ``known``: an earlier answer; an entry whose ModifyIndex did not
+        change since is taken from it (the same tuple) instead of being decoded again.
         """
         items = self._read("reading %s" % prefix, _kv_path(prefix), params={"recurse": ""},
                            refused=self._needs(prefix))
-        tree = {}
-        for i in items or ():
-            raw = _b64(i.get("Value"))
-            try:
-                tree[i["Key"]] = (_decode(i["Key"], raw), i["ModifyIndex"])
-            except OverlayError:
-                if on_bad is None:
-                    raise
-                on_bad(i["Key"], raw)
-        return tree
+        return _entries(items, on_bad, known)
+
+    def get_trees(self, prefixes, on_bad=None, known=None):
+        """get_tree() of each prefix, {prefix: tree}, in ONE read-only transaction (one request, one
+        consistent view): for a reader that needs several parts of the store but not all of it. The
+        prefixes must not overlap (none the start of another); ``known``: {prefix: an earlier tree}."""
+        ops = [{"KV": {"Verb": "get-tree", "Key": prefix}} for prefix in prefixes]
+        what = "reading %s" % ", ".join(prefixes)
+        code, body = self._request("PUT", "/v1/txn", what, data=json.dumps(ops),
+                                   refused=" and ".join(self._needs(p) for p in prefixes))
+        try:
+            answer = json.loads(body) if code in (200, 409) else None
+        except ValueError:
+            raise OverlayError("Consul at %s: %s returned something that is not JSON: %r" % (self.url, what, body[:80]))
+        if code != 200 or not isinstance(answer, dict):
+            errors = "; ".join(str(e.get("What")) for e in (answer or {}).get("Errors") or ()) or body.strip()[:200]
+            if "Permission denied" in errors:
+                raise self._denied(what, errors, None)
+            raise OverlayError("Consul at %s: %s failed with HTTP %s: %s" % (self.url, what, code, errors))
+        # The results come op after op, each op's keys under its prefix: split where they stop being.
+        trees = {prefix: {} for prefix in prefixes}
+        known = known or {}
+        current, prefix, tree, seen = -1, "", None, {}
+        for r in answer.get("Results") or ():
+            item = r.get("KV") or {}
+            key = item.get("Key", "")
+            if tree is None or not key.startswith(prefix):
+                current += 1
+                while current < len(prefixes) and not key.startswith(prefixes[current]):
+                    current += 1
+                if current == len(prefixes):
+                    break
+                prefix = prefixes[current]
+                tree, seen = trees[prefix], known.get(prefix) or {}
+            old = seen.get(key)
+            if old is not None and old[1] == item["ModifyIndex"]:
+                tree[key] = old
+            else:
+                tree.update(_entries([item], on_bad, None))
+        return trees
 
     def value(self, key):
         """The decoded value of key, or None."""
@@ -371,17 +402,21 @@ class Consul:
         return self._read("listing %s" % prefix, _kv_path(prefix), params={"keys": ""},
                           refused=self._needs(prefix)) or []
 
-    def wait(self, prefix, index, wait):
+    def wait(self, prefix, index, wait, separator=None):
         """Block until something under prefix changes after ``index`` (or ``wait`` passes): the new index.
 
         ``wait`` is seconds (or a Go duration such as "60s"). The request is bounded by the wait plus a
         margin: a connection that stays silent longer raises OverlayError, as does any failure
-        (no retry: the caller logs it and resyncs).
+        (no retry: the caller logs it and resyncs). With ``separator`` ("/") Consul answers with the
+        keys up to it only (a handful of names, not every key) and the same index: the highest of
+        the whole prefix, deletions included.
         """
         seconds = _seconds(wait)
         what = "watching %s" % prefix
         read_timeout = seconds + seconds / 16 + min(self.timeout, _WAIT_MARGIN)
         params = {"keys": "", "index": int(index or 0), "wait": "%dms" % int(seconds * 1000)}
+        if separator:
+            params["separator"] = separator
         for attempt in (1, 2):
             try:
                 status, text, headers = self._exchange("GET", _kv_path(prefix), params, None,
@@ -459,6 +494,25 @@ class Consul:
         except TxnConflict as e:
             return e.errors
         return None
+
+
+def _entries(items, on_bad, known):
+    """{key: (value, modify_index)} of KV entries as Consul returns them (see Consul.get_tree)."""
+    tree = {}
+    known = known or {}
+    for i in items or ():
+        old = known.get(i["Key"])
+        if old is not None and old[1] == i["ModifyIndex"]:
+            tree[i["Key"]] = old
+            continue
+        raw = _b64(i.get("Value"))
+        try:
+            tree[i["Key"]] = (_decode(i["Key"], raw), i["ModifyIndex"])
+        except OverlayError:
+            if on_bad is None:
+                raise
+            on_bad(i["Key"], raw)
+    return tree
 
 
 # -- transaction operations --------------------------------------------------------------------

@@ -21,6 +21,52 @@ def desired(endpoints, my_vtep):
     return {ep["mac"]: (ep["ip"], ep["vtep"]) for ep in endpoints if ep["vtep"] != my_vtep}
 
 
+class Index:
+    """``desired()`` kept up to date one endpoint record at a time (the agent between its full passes):
+    a change costs what it touches, not the number of endpoints in the network.
+
+    ``records``: {key: endpoint record}; as in ``desired()`` over the records sorted by key, the
+    last key wins when two records name the same MAC (which the MAC claims prevent)."""
+
+    def __init__(self, records, my_vtep):
+        self.my_vtep = my_vtep
+        self.macs = {}  # mac -> {key: (ip, vtep)} of the endpoints on other hosts
+        for key, record in records.items():
+            self._add(key, record)
+
+    def _add(self, key, record):
+        if record["vtep"] != self.my_vtep:
+            self.macs.setdefault(record["mac"], {})[key] = (record["ip"], record["vtep"])
+
+    def _remove(self, key, record):
+        held = self.macs.get(record["mac"])
+        if held is not None:
+            held.pop(key, None)
+            if not held:
+                del self.macs[record["mac"]]
+
+    def want(self, mac):
+        held = self.macs.get(mac)
+        return held[max(held)] if held else None
+
+    def apply(self, changes):
+        """Take in ``changes`` ({key: (record before or None, record after or None)}). Returns
+        (have, want): ``desired()`` before and after, for the MACs the changes touched only: what
+        ``sync(..., want, have=have)`` needs to write just the difference."""
+        touched = {r["mac"] for pair in changes.values() for r in pair if r is not None}
+        have = {mac: self.want(mac) for mac in touched}
+        for key, (before, after) in changes.items():
+            if before is not None:
+                self._remove(key, before)
+            if after is not None:
+                self._add(key, after)
+        want = {mac: self.want(mac) for mac in touched}
+        return ({m: v for m, v in have.items() if v is not None}, {m: v for m, v in want.items() if v is not None})
+
+    def desired(self):
+        return {mac: self.want(mac) for mac in self.macs}
+
+
 def current(ipr, vx_index):
     fdb = {}
     for msg in ipr.fdb("dump", ifindex=vx_index):

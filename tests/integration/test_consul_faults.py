@@ -288,3 +288,37 @@ def test_peers_service_heals_after_a_partition(lab_factory, collection_path):
         assert "Traceback" not in log
     finally:
         proxy.close()
+
+
+def test_the_peers_service_reads_with_a_read_only_token(lab, collection_path):
+    # A change pass of the peers service: the blocking query (the keys up to the first "/" only) and
+    # one read-only transaction of three parts. key_prefix read is enough, and a change deep in
+    # the tree moves the index the blocking query answers with. (Under a prefix of its own: the
+    # module's other tests keep their records in overlay/v1/.)
+    from overlay_helpers import collection_import_path
+    collection_import_path(collection_path)
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul
+    store = _consul.Consul({"host": lab.acl.fwd.address[0], "port": lab.acl.fwd.address[1], "scheme": "http",
+                            "token": READER, "ca_cert": None, "verify": True, "timeout": 5, "prefix": "overlay"})
+    parts = ["overlay/ro/v1/networks/", "overlay/ro/v1/hosts/", "overlay/ro/v1/endpoints/"]
+    try:
+        lab.acl.api("PUT", "/v1/kv/overlay/ro/v1/networks/ro", data=b'{"id": "x"}')
+        lab.acl.api("PUT", "/v1/kv/overlay/ro/v1/endpoints/x/e1", data=b'{"mac": "m1"}')
+        lab.acl.api("PUT", "/v1/kv/overlay/ro/v1/ipam/x/10.0.0.1", data=b'{"endpoint": "e1"}')
+        index = store.wait("overlay/ro/v1/", 0, 1, separator="/")
+        trees = store.get_trees(parts)
+        assert {p: {k: v for k, (v, _i) in t.items()} for p, t in trees.items()} == {
+            "overlay/ro/v1/networks/": {"overlay/ro/v1/networks/ro": {"id": "x"}}, "overlay/ro/v1/hosts/": {},
+            "overlay/ro/v1/endpoints/": {"overlay/ro/v1/endpoints/x/e1": {"mac": "m1"}}}
+        known = trees
+        lab.acl.api("PUT", "/v1/kv/overlay/ro/v1/endpoints/x/e2", data=b'{"mac": "m2"}')
+        assert store.wait("overlay/ro/v1/", index, 5, separator="/") > index
+        trees = store.get_trees(parts, known=known)
+        ends = trees["overlay/ro/v1/endpoints/"]
+        assert ends["overlay/ro/v1/endpoints/x/e1"] is known["overlay/ro/v1/endpoints/"]["overlay/ro/v1/endpoints/x/e1"]
+        assert ends["overlay/ro/v1/endpoints/x/e2"][0] == {"mac": "m2"}
+        index = store.wait("overlay/ro/v1/", 0, 1, separator="/")
+        lab.acl.api("DELETE", "/v1/kv/overlay/ro/v1/endpoints/x/e1")  # a deletion moves it too
+        assert store.wait("overlay/ro/v1/", index, 5, separator="/") > index
+    finally:
+        lab.acl.api("DELETE", "/v1/kv/overlay/ro/?recurse")

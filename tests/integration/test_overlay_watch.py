@@ -103,3 +103,61 @@ def test_a_sync_from_an_older_read_never_removes_newer_peers(lab_factory, collec
         assert wait_until(tables_match, timeout=5), "round %d: docker0 %s / docker1 %s" % (
             n, sorted(_static_macs(d0, ns)), sorted(_static_macs(d1, ns)))
     assert len(_static_macs(d0, ns)) == 10 and _static_macs(d1, ns) == set()
+
+
+def test_change_passes_apply_what_changed_and_full_passes_repair_drift(lab_factory, collection_path):
+    # Records written straight into Consul (a far host's endpoints): the service moves an FDB entry
+    # whose record changed, removes one whose record went; a change pass writes only what changed
+    # (it never reads the tables back), and the periodic full resync repairs a hand-deleted entry.
+    import json
+    lab = lab_factory()
+    d1 = lab.hosts["docker1"]
+    d1.add_netns("c1")
+    lab.ansible_playbook(SEED, extra_vars=seed_vars([DEMONET], {"docker1": [
+        {"network": "demonet", "endpoints": [{"name": "C1", "namespace": "c1"}]}]}), limit="docker1").assert_ok()
+    watcher = lab._spawn("peers", d1.name, d1.nsenter_cmd() + [
+        "env", "PYTHONPATH=" + collection_path, str(lab.venv / "bin" / "python"), "-m",
+        "ansible_collections.overlay.vxlan.agent",
+        "--host", "docker1", "--vtep", "eth0", "--consul-host", "10.0.0.5", "--wait", "6"])
+    log_path = lab._log_path("peers", "docker1")
+    net = kv(lab)["overlay/v1/networks/demonet"]
+    ns = "ovl-" + net["id"][:12]
+    client = lab.consul_client()
+
+    def put(name, ip, vtep):
+        mac = "02:42:" + ":".join("%02x" % int(b) for b in ip.split("."))
+        record = {"schema": 1, "id": "%064x" % int(ip.split(".")[-1]), "name": name, "network_id": net["id"],
+                  "network": "demonet", "ip": ip, "prefixlen": 24, "mac": mac, "host": "far", "vtep": vtep,
+                  "ifname": "eth0", "gateway_ip": None, "namespace": "x"}
+        client.kv.put("overlay/v1/endpoints/%s/%s" % (net["id"], name), json.dumps(record))
+        return mac
+
+    def fdb(mac):
+        out = ns_exec(d1, ns, ["bridge", "fdb", "show", "dev", "vxlan0"]).stdout
+        return {line.split(" dst ")[1].split()[0] for line in out.splitlines() if line.startswith(mac + " ") and " dst " in line}
+
+    def neighbour(ip):
+        return ip in _permanent_neighbours(d1, ns)
+
+    f1 = put("F1", "192.168.0.201", "10.0.0.10")
+    assert wait_until(lambda: fdb(f1) == {"10.0.0.10"} and neighbour("192.168.0.201")), log_path.read_text()
+    f1 = put("F1", "192.168.0.201", "10.0.0.12")  # the record changed: its entry moves
+    assert wait_until(lambda: fdb(f1) == {"10.0.0.12"}), (fdb(f1), log_path.read_text())
+    assert neighbour("192.168.0.201")
+
+    # Drift: F1's neighbour deleted by hand. The change pass that brings F2 writes F2's entries only ...
+    time.sleep(1)  # the move's pass is over
+    ns_exec(d1, ns, ["ip", "neigh", "del", "192.168.0.201", "dev", "vxlan0"], check=True)
+    f2 = put("F2", "192.168.0.202", "10.0.0.10")
+    assert wait_until(lambda: fdb(f2) == {"10.0.0.10"} and neighbour("192.168.0.202")), log_path.read_text()
+    assert not neighbour("192.168.0.201"), "a change pass read the tables back (or a full pass came early)"
+    # ... and the periodic full resync (--wait 6: 6 s after the last change) repairs it.
+    assert wait_until(lambda: neighbour("192.168.0.201"), timeout=15), log_path.read_text()
+    assert "neigh: add 192.168.0.201 lladdr %s" % f1 in log_path.read_text()
+
+    client.kv.delete("overlay/v1/endpoints/%s/F1" % net["id"])  # the record went: its entries go
+    assert wait_until(lambda: fdb(f1) == set() and not neighbour("192.168.0.201")), log_path.read_text()
+    assert fdb(f2) == {"10.0.0.10"} and neighbour("192.168.0.202")
+    assert watcher.popen.poll() is None, "the watcher died"
+    log = log_path.read_text()
+    assert "sync failed" not in log and "error" not in log and "Traceback" not in log, log

@@ -80,7 +80,7 @@ consul_version="$("$CACHE/bin/consul" version)"
 log "${consul_version%%$'\n'*}"
 
 # --- 4. wheels of the target hosts' Python dependencies --------------------------
-# Hosts without internet (the lab's VMs) get pyroute2 and py-consul from these, pushed by the
+# Hosts without internet (the lab's VMs) get pyroute2 from these, pushed by the
 # overlay_host role (overlay_python_install: wheels). Debian 12's Python is 3.11.
 req_hash="$(sha256sum "$REPO/requirements-target.txt" | cut -c1-16)"
 if [[ "$(cat "$CACHE/wheels/.req-hash" 2>/dev/null)" != "$req_hash" ]]; then

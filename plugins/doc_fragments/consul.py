@@ -46,6 +46,4 @@ options:
         All hosts of one cluster must use the same prefix.
     type: str
     default: overlay
-requirements:
-  - py-consul (C(import consul)) on the target host
 """

@@ -29,7 +29,7 @@ extends_documentation_fragment:
   - overlay.vxlan.host
   - overlay.vxlan.gateway
 requirements:
-  - pyroute2 >= 0.9 and py-consul on the target host; root; iptables for the gateway bridge's NAT
+  - pyroute2 >= 0.9 on the target host; root; iptables for the gateway bridge's NAT
 attributes:
   check_mode:
     support: full

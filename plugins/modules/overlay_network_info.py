@@ -24,7 +24,7 @@ extends_documentation_fragment:
   - overlay.vxlan.host
   - overlay.vxlan.gateway
 requirements:
-  - py-consul on the target host; pyroute2 and root for O(verify)
+  - pyroute2 and root on the target host for O(verify)
 attributes:
   check_mode:
     support: full

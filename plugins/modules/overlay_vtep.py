@@ -20,7 +20,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes.actiongroups
   - overlay.vxlan.host
 requirements:
-  - pyroute2 >= 0.9 and py-consul on the target host
+  - pyroute2 >= 0.9 on the target host
 attributes:
   check_mode:
     support: full

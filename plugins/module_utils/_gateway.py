@@ -69,8 +69,13 @@ def ensure(nl, gw, run_command, apply):
         if apply:
             ipr.link("add", ifname=gw.name, kind="bridge")
             br = _links.find(ipr, gw.name)
-    spec = _links.LinkSpec(host, gw.name, "gateway_bridge", addresses=[gw.address], up=True)
     if br is not None:
+        # Its address is added; other addresses are left alone. On a Docker host the bridge is also
+        # the docker_gwbridge network of Docker's own containers, which gives it an address of its
+        # own pool (172.19.0.1/16 next to ours, say): removing that would cut them off, and Docker
+        # would give it back, so every run would change something.
+        others = [a for a in _links.addresses(ipr, br["index"]) if a != gw.address]
+        spec = _links.LinkSpec(host, gw.name, "gateway_bridge", addresses=others + [gw.address], up=True)
         actions += _links.ensure_attributes(ipr, br, spec, apply)
     with open(IP_FORWARD) as f:
         forwarding = f.read().strip() == "1"

@@ -18,6 +18,8 @@ description:
     via the bridge address cannot bypass the isolation either. VXLAN from the bridge is dropped (table
     C(inet overlay_vxlan)); see C(docs/firewall.md).
   - M(overlay.vxlan.overlay_endpoint) ensures the same bridge by itself; this module lets a role prepare a host ahead.
+  - Other addresses on the bridge are left alone. On a host whose Docker uses the bridge for its own containers
+    (the host agent's Docker plugin), Docker gives its C(docker_gwbridge) network an address of its own pool there.
 author:
   - overlay.vxlan developers (@overlay-vxlan)
 extends_documentation_fragment:

@@ -451,3 +451,38 @@ def test_overlay_network_docker_true_makes_dockers_network_on_every_host(docker_
     steps(each({"state": "absent"})).assert_ok()
     assert "ansnet" not in docker_nets(d0) + docker_nets(d1)
     assert not [k for k in kv(lab) if k == "overlay/v1/networks/ansnet" or record["id"] in k]
+
+
+def test_the_roles_gateway_bridge_next_to_dockers_docker_gwbridge_stays_idempotent(docker_lab):
+    """overlay_host's gateway step (overlay_gateway on docker_gwbridge) on a host whose Docker uses that
+    bridge for its own containers' egress: a run after Docker attached containers changes nothing."""
+    from overlay_helpers import PLAYBOOKS
+    lab, hosts = docker_lab
+    (h0, d0, _a0), (h1, d1, _a1) = hosts["docker0"], hosts["docker1"]
+
+    def gateway(**kw):
+        return lab.ansible_playbook(str(PLAYBOOKS / "host_parts.yml"), limit="docker0", **kw).assert_ok()
+
+    gateway()
+    ensure_demonet(d0, d1)
+    run_d(d0, "G0")
+    try:
+        r = d0.docker("exec", "G0", "ping", "-c", "1", "-W", "2", "198.51.100.1", check=False)
+        assert r.returncode == 0, r.stdout + r.stderr   # egress through Docker's side of the bridge
+        # Docker set the bridge's address to one of its own pool when it made its docker_gwbridge network
+        # there. The next run adds ours back and leaves Docker's: both kinds of containers keep egress,
+        # and the run after it changes nothing.
+        docker_addresses = {a for a in h0.run(["ip", "-4", "-o", "addr", "show", "dev", "docker_gwbridge"]).stdout.split()
+                            if "/" in a} - {"172.18.0.1/16"}
+        gateway(diff=True)
+        have = set(h0.run(["ip", "-4", "-o", "addr", "show", "dev", "docker_gwbridge"]).stdout.split())
+        assert "172.18.0.1/16" in have and docker_addresses <= have, (have, docker_addresses)
+        again = gateway(diff=True)
+        call = again.results("docker0", "Gateway")
+        assert not call["changed"], call.get("actions")
+        r = d0.docker("exec", "G0", "ping", "-c", "1", "-W", "2", "198.51.100.1", check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+    finally:
+        d0.docker("rm", "-f", "G0", check=False)
+    again = gateway(diff=True)
+    assert not again.results("docker0", "Gateway")["changed"], again.results("docker0", "Gateway").get("actions")

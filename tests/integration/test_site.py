@@ -44,7 +44,7 @@ def test_wheels_from_the_controller_and_detaching_through_the_inventory(lab_fact
     lab = lab_factory(private_dirs=["/etc/sysctl.d", "/opt/overlay-vxlan"])
     lab.ansible_playbook(str(PLAYBOOKS / "site.yml"), args=wheels_args()).assert_ok()
     venv_python = "/opt/overlay-vxlan/venv/bin/python"
-    probe = lab.hosts["docker0"].run([venv_python, "-c", "import pyroute2, consul; print(pyroute2.__version__)"])
+    probe = lab.hosts["docker0"].run([venv_python, "-c", "import pyroute2; print(pyroute2.__version__)"])
     assert probe.stdout.startswith("0.9.")
     assert ping_eventually(lab.hosts["docker1"], "c1", "192.168.0.100")
     gone = ["-e", '{"overlay_endpoints": [{"network": "demonet", "name": "C1", "state": "absent"}]}',

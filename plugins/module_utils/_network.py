@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _allocate, _antispoof, _consul, _endpoint, _firewall, _gateway, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers,
-    _records, _underlay, _validate)
+    _allocate, _antispoof, _consul, _dockernet, _endpoint, _firewall, _gateway, _gc, _hostlock, _keys, _netns, _overlay_ns,
+    _peers, _records, _underlay, _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 DEFAULT_PORT = 4789
@@ -36,6 +36,9 @@ class Request:
         self.internal = params.get("internal")
         self.anti_spoofing = params.get("anti_spoofing")  # None: not given (a new network gets True)
         self.force = params.get("force", False)
+        self.docker = bool(params.get("docker"))
+        if params.get("docker_socket") and not self.docker:
+            raise OverlayError("is only used with docker: true", "docker_socket")
         # Set by a runtime's front door (the agent's Docker plugin), never by the module: a network
         # created this way goes with its last runtime user (leave_runtime_network).
         self.origin = params.get("origin")
@@ -88,6 +91,13 @@ def run(params, check_mode):
     _netns.require_root()
     req = Request(params)
     settings = _consul.connection_settings(params)
+    docker = None
+    if req.docker:  # checked before anything changes: the socket answers, no other network holds the name
+        docker = _dockernet.Docker(params.get("docker_socket"))
+        have = docker.get(req.name)
+        problem = have and req.state == "present" and _dockernet.conflict(have, req.name, req.subnet, req.gateway)
+        if problem:
+            raise OverlayError(problem, "docker")
     store = _consul.Consul(settings)
     layout = _keys.Layout(settings["prefix"])
     with _hostlock.HostLock(), _netns.Netlink() as nl:
@@ -101,12 +111,48 @@ def run(params, check_mode):
             result = absent(nl, store, layout, record, index, underlay, req, settings, check_mode)
         else:
             result = present(nl, store, layout, record, index, networks, underlay, req, settings, check_mode)
+        created = result.pop("created", False)
         result["actions"] = actions + result["actions"]
-        result["changed"] = bool(result["actions"])
         if params.get("gc", True):
             result["garbage"] = _gc.collect(nl, store, layout, underlay, settings["prefix"],
                                             grace=params.get("gc_grace", _gc.DEFAULT_GRACE), apply=not check_mode)
-        return result
+    if docker is not None:  # outside the host lock: Docker calls the agent's plugin, which takes it
+        docker_side(docker, result, req, check_mode, created,
+                    lambda: _undo_creation(store, layout, result["network"], underlay.host))
+    result["changed"] = bool(result["actions"])
+    return result
+
+
+def docker_side(docker, result, req, check_mode, created, undo):
+    """``docker: true``: this host's Docker network of the same name (present), or its removal
+    (absent, after this host left the overlay network). A failure undoes a creation of this run."""
+    if req.state == "absent":
+        actions, before = _dockernet.leave(docker, req.name, req.force, not check_mode)
+        after = None
+    else:
+        record = result["network"]
+        try:
+            actions, before, after = _dockernet.ensure(docker, record["name"], record["subnet"], record["gateway"],
+                                                       record.get("internal"), not check_mode)
+        except BaseException:
+            if created:
+                undo()
+            raise
+        result["docker_network"] = _dockernet.shown(after)
+    result["actions"] += actions
+    result["diff"]["before"]["docker_network"] = _dockernet.shown(before)
+    result["diff"]["after"]["docker_network"] = _dockernet.shown(after)
+
+
+def _undo_creation(store, layout, record, host):
+    """Remove the network this run created (its Docker side failed), unless another host uses it by now."""
+    with _hostlock.HostLock(), _netns.Netlink() as nl:
+        current, index = _records.read_network(store, layout, record["name"])
+        if current is None or current.get("id") != record["id"]:
+            return
+        remaining, deleted = _remove_record(store, layout, current, index, host)
+        if deleted and not remaining:
+            _overlay_ns.remove(nl, current, apply=True)
 
 
 def present(nl, store, layout, record, index, networks, underlay, req, settings, check_mode):
@@ -153,7 +199,9 @@ def present(nl, store, layout, record, index, networks, underlay, req, settings,
             _records.delete_created_network(store, layout, record, index)
             _overlay_ns.remove(nl, record, apply=True)
         raise
-    return result(record, actions, underlay, peers, before, nl=nl, endpoints=endpoints)
+    out = result(record, actions, underlay, peers, before, nl=nl, endpoints=endpoints)
+    out["created"] = created
+    return out
 
 
 def register_host(store, layout, underlay, check_mode, seen=None):

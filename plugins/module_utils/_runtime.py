@@ -51,12 +51,18 @@ def socket_path(url):
     return url[len("unix://"):] if url.startswith("unix://") else url
 
 
-def request(url, method, path, timeout=TIMEOUT):
-    """One request: (status, decoded JSON body or None when the body is empty or not JSON).
-    Raises OSError (socket missing, refused, permission, timeout) or http.client.HTTPException."""
+def request(url, method, path, timeout=TIMEOUT, body=None):
+    """One request (``body``, when given, sent as JSON): (status, decoded JSON body or None when the
+    body is empty or not JSON). Raises OSError (socket missing, refused, permission, timeout) or
+    http.client.HTTPException."""
     conn = UnixHTTPConnection(socket_path(url), timeout=timeout)
+    headers = {"Accept": "application/json"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
     try:
-        conn.request(method, path, headers={"Accept": "application/json"})
+        conn.request(method, path, body=data, headers=headers)
         resp = conn.getresponse()
         body = resp.read()
     finally:
@@ -90,14 +96,14 @@ def runtime_name(value, field):
     return value
 
 
-def _socket_problem(path, runtime, given):
+def _socket_problem(path, runtime, given, socket_field="container_socket"):
     """Why ``path`` cannot be a runtime's API socket, or None when it looks like one."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return "%s%s does not exist: is %s running?%s" % (
             "" if given else "%s's default socket " % runtime, path, DAEMONS[runtime],
-            "" if given else " (set container_socket if it listens elsewhere)")
+            "" if given else " (set %s if it listens elsewhere)" % socket_field)
     except OSError as e:
         return "cannot stat %s: %s" % (path, e.strerror or e)
     if not stat.S_ISSOCK(st.st_mode):
@@ -105,24 +111,25 @@ def _socket_problem(path, runtime, given):
     return None
 
 
-def inspect(name, runtime="docker", sock=None, field="container", socket_field="container_socket",
-            timeout=TIMEOUT):
-    """The running container ``name`` (a name or an id) as ``runtime`` reports it through
-    ``GET /containers/<name>/json``: {runtime, name, id, pid, sandbox_key, socket}.
-
-    Every problem is an OverlayError: the socket's (missing, not a socket, refused, permission,
-    no answer) names ``socket_field``; the container's (unknown, not running) names ``field``."""
-    runtime = runtime_name(runtime, field + "_runtime")
-    name = container_name(name, field)
+def socket_for(runtime, sock, socket_field):
+    """The API socket's path: ``sock`` when given (checked), else the runtime's default. Refuses a
+    missing path or one that is not a socket, naming ``socket_field``."""
     given = bool(sock)
     path = socket_path(sock) if given else DEFAULT_SOCKETS[runtime]
     if not os.path.isabs(path):
         raise OverlayError("%r is not an absolute path to a unix socket" % (sock,), socket_field)
-    problem = _socket_problem(path, runtime, given)
+    problem = _socket_problem(path, runtime, given, socket_field)
     if problem:
         raise OverlayError(problem, socket_field)
+    return path
+
+
+def api(path, method, api_path, runtime, socket_field, body=None, timeout=TIMEOUT):
+    """One request to a runtime's API on the socket ``path``: (status, decoded body). Every problem
+    with the socket (refused, permission, no answer, not HTTP) is an OverlayError naming
+    ``socket_field``."""
     try:
-        status, body = request(path, "GET", "/containers/%s/json" % quote(name, safe=""), timeout=timeout)
+        return request(path, method, api_path, timeout=timeout, body=body)
     except PermissionError:
         raise OverlayError("permission denied on %s: run the module as root (become: true)" % path, socket_field)
     except ConnectionRefusedError:
@@ -135,12 +142,31 @@ def inspect(name, runtime="docker", sock=None, field="container", socket_field="
         raise OverlayError("cannot talk to %s on %s: %s" % (runtime, path, e.strerror or e), socket_field)
     except http.client.HTTPException as e:
         raise OverlayError("%s on %s did not answer HTTP: %s" % (runtime, path, type(e).__name__), socket_field)
-    message = body.get("message") if isinstance(body, dict) else None
+
+
+def message(body):
+    """The error text of a runtime's reply, or None."""
+    return body.get("message") if isinstance(body, dict) else None
+
+
+def inspect(name, runtime="docker", sock=None, field="container", socket_field="container_socket",
+            timeout=TIMEOUT):
+    """The running container ``name`` (a name or an id) as ``runtime`` reports it through
+    ``GET /containers/<name>/json``: {runtime, name, id, pid, sandbox_key, socket}.
+
+    Every problem is an OverlayError: the socket's (missing, not a socket, refused, permission,
+    no answer) names ``socket_field``; the container's (unknown, not running) names ``field``."""
+    runtime = runtime_name(runtime, field + "_runtime")
+    name = container_name(name, field)
+    path = socket_for(runtime, sock, socket_field)
+    status, body = api(path, "GET", "/containers/%s/json" % quote(name, safe=""), runtime, socket_field,
+                       timeout=timeout)
+    text = message(body)
     if status == 404:
         raise OverlayError("%s has no container named %s (%s)" % (runtime, name, path), field)
     if status != 200 or not isinstance(body, dict):
         raise OverlayError("%s on %s answered %s to the inspection of container %s%s"
-                           % (runtime, path, status, name, ": %s" % message if message else ""), field)
+                           % (runtime, path, status, name, ": %s" % text if text else ""), field)
     state = body.get("State") if isinstance(body.get("State"), dict) else {}
     pid = state.get("Pid")
     if not state.get("Running") or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:

@@ -75,9 +75,28 @@ options:
         V(true)) and a new one gets V(true). Changing it for an existing network is an error.
     type: bool
   force:
-    description: With O(state=absent), also remove this host's endpoints of the network instead of failing.
+    description:
+      - With O(state=absent), also remove this host's endpoints of the network instead of failing.
+      - With O(docker=true), also disconnect the containers of Docker's network before removing it.
     type: bool
     default: false
+  docker:
+    description:
+      - Also this host's Docker view of the network, for C(docker run --net NAME) (docs/docker.md). With
+        O(state=present), Docker's network of the same name, whose network and IPAM driver is the host agent's plugin
+        C(overlay.vxlan) (role variable C(overlay_host_docker_plugin=true)), with the overlay network's subnet and
+        gateway; it is created after the overlay network, like C(docker network create -d overlay.vxlan
+        --ipam-driver overlay.vxlan --subnet SUBNET --gateway GATEWAY -o name=NAME NAME). With O(state=absent), it is
+        removed after this host left the overlay network.
+      - A Docker network of that name with another driver, IPAM driver or subnet is an error, checked before anything
+        changes. It is never replaced, as it may be somebody else's, with containers.
+      - Through Docker's API socket O(docker_socket), not the docker CLI. When the Docker side fails, a network
+        this run created in Consul is removed again.
+    type: bool
+    default: false
+  docker_socket:
+    description: Docker's API socket, for O(docker=true). Defaults to C(/run/docker.sock).
+    type: path
   gc:
     description:
       - Run a garbage-collection pass after the network's own work (see docs/design.md, "Garbage collection");
@@ -160,6 +179,11 @@ EXAMPLES = r"""
     name: demonet
     gc_grace: 600
 
+- name: The network for Docker too - docker run --net demonet attaches containers on this host (agent's plugin)
+  overlay.vxlan.overlay_network:
+    name: demonet
+    subnet: 192.168.0.0/24
+    docker: true
 - name: Leave the network on this host (fails while this host still has endpoints on it)
   overlay.vxlan.overlay_network:
     name: demonet
@@ -201,6 +225,14 @@ endpoints:
   description: Number of endpoints of the network in Consul, on all hosts.
   returned: state=present
   type: int
+docker_network:
+  description:
+    - With O(docker=true) and O(state=present), Docker's network as Docker shows it after the run (in check mode, as it
+      would be created), the containers attached on this host by name.
+  returned: when O(docker=true) and O(state=present)
+  type: dict
+  sample: {id: 3f0a29c7d1e8..., name: demonet, driver: overlay.vxlan, ipam_driver: overlay.vxlan, subnet: 192.168.0.0/24,
+           gateway: 192.168.0.1, internal: false, overlay_network: demonet, containers: [C0]}
 kept_in_store:
   description: With state=absent, whether the record stayed because endpoints remain on other hosts.
   returned: state=absent
@@ -238,6 +270,8 @@ def main():
         internal=dict(type="bool"),
         anti_spoofing=dict(type="bool"),
         force=dict(type="bool", default=False),
+        docker=dict(type="bool", default=False),
+        docker_socket=dict(type="path"),
         gc=dict(type="bool", default=True),
         gc_grace=dict(type="int", default=120),
         state=dict(type="str", choices=["present", "absent"], default="present"),

@@ -362,3 +362,92 @@ def test_podman_through_cni_reaches_docker_across_hosts_and_names_work_both_ways
             lab._stop_procs([names], timeout=10, strict=False)
         pm.podman("rm", "-f", "-t", "0", "P1", check=False)
         d0.docker("rm", "-f", "C0", check=False)
+
+
+def test_overlay_network_docker_true_makes_dockers_network_on_every_host(docker_lab):
+    """overlay_network docker: true (what the overlay_networks role runs): Docker's network of the same
+    name on each host, mapped to the one overlay network; check mode, idempotence, drift (removed by hand),
+    a conflicting Docker network and a bad socket refused with nothing changed, removal."""
+    from overlay_helpers import PLAYBOOKS
+    lab, hosts = docker_lab
+    (h0, d0, _a0), (h1, d1, _a1) = hosts["docker0"], hosts["docker1"]
+    ds = {"docker0": d0, "docker1": d1}
+    net = {"name": "ansnet", "subnet": "192.168.5.0/24", "docker": True}
+
+    def steps(args, **kw):
+        return lab.ansible_playbook(str(PLAYBOOKS / "steps.yml"), extra_vars={"net_args": args}, **kw)
+
+    def each(extra=None):
+        return {h: [dict(net, docker_socket=d.sock, **(extra or {}))] for h, d in ds.items()}
+
+    def network_calls(result, host):
+        return result.results(host, "Network")["results"]
+
+    def docker_nets(d):
+        return d.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
+
+    # Check mode: planned on both hosts, nothing in Docker or Consul.
+    check = steps(each(), check=True, diff=True).assert_ok()
+    for host in ds:
+        [call] = network_calls(check, host)
+        assert call["changed"] and "docker: create network ansnet (driver and IPAM overlay.vxlan, subnet " \
+            "192.168.5.0/24)" in call["actions"], call
+        assert call["docker_network"]["driver"] == "overlay.vxlan" and call["diff"]["before"]["docker_network"] is None
+    assert "ansnet" not in docker_nets(d0) + docker_nets(d1)
+    assert not [k for k in kv(lab) if k == "overlay/v1/networks/ansnet"]
+
+    # The run: Docker's network on both hosts, the same subnet and gateway, ONE overlay network in Consul.
+    run = steps(each()).assert_ok()
+    record = kv(lab)["overlay/v1/networks/ansnet"]
+    for host, d in ds.items():
+        [call] = network_calls(run, host)
+        assert call["changed"] and call["docker_network"]["id"], call
+        info = json.loads(d.docker("network", "inspect", "ansnet").stdout)[0]
+        assert info["Driver"] == "overlay.vxlan" and info["IPAM"]["Driver"] == "overlay.vxlan", info
+        assert info["IPAM"]["Config"] == [{"Subnet": "192.168.5.0/24", "Gateway": "192.168.5.1"}], info
+        assert info["Options"] == {"name": "ansnet"}, info
+    assert record["gateway"] == "192.168.5.1" and "origin" not in record
+    assert len([k for k in kv(lab) if k.startswith("overlay/v1/users/%s/" % record["id"])]) == 2
+
+    # Idempotent.
+    again = steps(each()).assert_ok()
+    assert not [c for h in ds for c in network_calls(again, h) if c["changed"]]
+
+    # docker run --net ansnet on docker0, reached from a container on docker1.
+    run_d(d0, "A0", "--ip", "192.168.5.10", net="ansnet")
+    try:
+        r = d1.docker("run", "--rm", "--net", "ansnet", "debian", "ping", "-c", "2", "192.168.5.10", check=False)
+        assert r.returncode == 0 and "2 packets received" in r.stdout, r.stdout + r.stderr
+
+        # Drift: Docker's network removed by hand on docker1 comes back with the next run.
+        d1.docker("network", "rm", "ansnet")
+        repaired = steps(each()).assert_ok()
+        [call] = network_calls(repaired, "docker1")
+        assert call["changed"] and call["diff"]["before"]["docker_network"] is None, call
+        assert "ansnet" in docker_nets(d1) and kv(lab).get("overlay/v1/networks/ansnet") == record
+
+        # Refused, nothing changed: a Docker network of that name that is another one; a socket that is not there.
+        d1.docker("network", "create", "othernet")  # a bridge network
+        before = kv(lab)
+        bad = steps({"docker1": [{"name": "othernet", "subnet": "192.168.6.0/24", "docker": True,
+                                  "docker_socket": d1.sock},
+                                 {"name": "ansnet2", "subnet": "192.168.7.0/24", "docker": True,
+                                  "docker_socket": "/run/no-such-docker.sock"}]})
+        first, second = network_calls(bad, "docker1")
+        assert first["failed"] and "docker:" in first["msg"] and "driver bridge" in first["msg"], first
+        assert second["failed"] and "docker_socket:" in second["msg"], second
+        assert kv(lab) == before
+        d1.docker("network", "rm", "othernet")
+
+        # state=absent without force, a container attached on docker0: refused there, nothing removed.
+        gone = steps({"docker0": [dict(net, state="absent", docker_socket=d0.sock)]})
+        [call] = network_calls(gone, "docker0")
+        assert call["failed"] and "state:" in call["msg"], call
+        assert "ansnet" in docker_nets(d0) and "overlay/v1/networks/ansnet" in kv(lab)
+    finally:
+        d0.docker("rm", "-f", "A0", check=False)
+
+    # state=absent on both hosts: Docker's networks and the overlay network are gone.
+    steps(each({"state": "absent"})).assert_ok()
+    assert "ansnet" not in docker_nets(d0) + docker_nets(d1)
+    assert not [k for k in kv(lab) if k == "overlay/v1/networks/ansnet" or record["id"] in k]

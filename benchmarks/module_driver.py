@@ -33,9 +33,8 @@ def main():
     t0 = time.perf_counter()
     from ansible.module_utils import basic
     mod = importlib.import_module("ansible_collections.overlay.vxlan.plugins.modules." + a.module)
-    # The libraries the module_utils import lazily or at first use.
-    import consul  # noqa: F401
-    import pyroute2  # noqa: F401
+    # The libraries the module_utils import at first use (pyroute2 without its package __init__).
+    import pyroute2.iproute.linux  # noqa: F401
     t1 = time.perf_counter()
 
     basic._ANSIBLE_ARGS = json.dumps({"ANSIBLE_MODULE_ARGS": args}).encode()

@@ -5,23 +5,18 @@ whose errors say which server failed and why. Writes that must not race go throu
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
+import socket
 import time
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, urlencode, urlparse
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import _validate
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
-try:
-    import consul
-    import requests
-    HAS_CONSUL = True
-    CONSUL_IMPORT_ERROR = None
-except ImportError as e:
-    consul = requests = None
-    HAS_CONSUL = False
-    CONSUL_IMPORT_ERROR = e
+# Consul's HTTP API through the standard library's http.client: requests and py-consul cost a
+# module run about 0.1 s of imports (benchmarks/README.md), and this client needs neither.
 
 TXN_MAX_OPS = 64  # Consul's limit per transaction
 
@@ -111,6 +106,19 @@ class _Attempt(Exception):
         self.reason, self.field, self.reached, self.retry = reason, field, reached, retry
 
 
+class _Cut(Exception):
+    """The connection failed after the request may have been sent."""
+
+
+class _NotSent(Exception):
+    """The connection failed before the request was sent: connecting, or ``stale``, a kept-alive
+    connection the server had closed (worth one immediate retry on a new one)."""
+
+    def __init__(self, reason, stale=False):
+        super().__init__(reason)
+        self.stale = stale
+
+
 class Consul:
     """KV access with clear errors, bounded retries and checked writes. Values are JSON.
 
@@ -122,55 +130,113 @@ class Consul:
     """
 
     def __init__(self, settings):
-        if not HAS_CONSUL:
-            raise OverlayError("the Python library py-consul (import consul) is required on the target host: %s"
-                               % CONSUL_IMPORT_ERROR)
         self.settings = settings
         self.url = "%s://%s:%s" % (settings["scheme"], settings["host"], settings["port"])
-        self.verify = settings["ca_cert"] if (settings["verify"] and settings["ca_cert"]) else settings["verify"]
-        self.client = consul.Consul(host=settings["host"], port=settings["port"], scheme=settings["scheme"],
-                                    verify=self.verify)
-        # py-consul lets CONSUL_HTTP_TOKEN override an explicit token; ours was resolved already.
-        self.client.token = settings["token"]
-        self.client.http.connections_timeout = settings["timeout"]
         self.timeout = float(settings["timeout"])
         self.headers = {"X-Consul-Token": settings["token"]} if settings["token"] else {}
-        self.session = self.client.http.session  # pooled connection for reads
+        self._tls = None
+        if settings["scheme"] == "https":
+            import ssl  # only for https: most runs talk to a local agent over http
+            if settings["verify"]:
+                self._tls = ssl.create_default_context(cafile=settings["ca_cert"] or None)
+            else:
+                self._tls = ssl._create_unverified_context()  # noqa: S323 - consul_validate_certs: false asks for it
+        self._pooled = None  # the kept-alive connection reads reuse
         self._token_label = None
 
     # -- transport --------------------------------------------------------------------------
-    def _once(self, method, path, params, data, read_timeout, write, fresh):
-        """One HTTP request: (status, body text), or _Attempt."""
-        session = requests.Session() if fresh else self.session
-        url = self.url + path
-        connect = min(self.timeout, max(read_timeout, 0.05))
+    def _connect(self, timeout):
+        """A new connection, connected (raises _NotSent, or OverlayError for TLS)."""
+        host, port = self.settings["host"], int(self.settings["port"])
+        if self._tls is not None:
+            conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=self._tls)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
-            resp = session.request(method, url, params=params, data=data, headers=self.headers,
-                                   verify=self.verify, timeout=(connect, max(read_timeout, 0.05)))
-            resp.encoding = "utf-8"
-            return resp.status_code, resp.text
-        except requests.exceptions.SSLError as e:
-            raise OverlayError("Consul at %s: TLS error (check consul_ca_cert / consul_validate_certs): %s"
-                               % (self.url, _short(str(e))), "consul_ca_cert")
-        except requests.exceptions.ConnectTimeout as e:
-            raise _Attempt("cannot connect within %ss (is consul_host/consul_port right and reachable?): %s"
-                           % (_fmt(self.timeout), _short(str(e))), "consul_host", reached=False, retry=True)
-        except requests.exceptions.ReadTimeout:
-            raise _Attempt("no answer within %ss" % _fmt(self.timeout), "consul_host", reached=True, retry=True)
-        except requests.exceptions.ConnectionError as e:
-            if _is_connect_failure(e):
-                raise _Attempt("cannot connect (is the agent running and consul_host/consul_port right?): %s"
-                               % _short(str(e)), "consul_host", reached=False, retry=True)
-            raise _Attempt("the connection was cut before Consul answered: %s" % _short(str(e)), "consul_host",
-                           reached=True, retry=True)
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError) as e:
-            raise _Attempt("the connection was cut before Consul answered: %s" % _short(str(e)), "consul_host",
-                           reached=True, retry=True)
-        except requests.exceptions.RequestException as e:
-            raise _Attempt(_short(str(e)), "consul_host", reached=True, retry=False)
-        finally:
-            if fresh:
-                session.close()
+            conn.connect()
+        except socket.timeout:
+            conn.close()
+            raise _NotSent("cannot connect within %ss (is consul_host/consul_port right and reachable?)"
+                           % _fmt(timeout))
+        except OSError as e:
+            conn.close()
+            if _is_tls_error(e):
+                raise self._tls_error(e)
+            raise _NotSent("cannot connect (is the agent running and consul_host/consul_port right?): %s"
+                           % (e.strerror or e))
+        return conn
+
+    def _tls_error(self, e):
+        return OverlayError("Consul at %s: TLS error (check consul_ca_cert / consul_validate_certs): %s"
+                            % (self.url, _short(str(e))), "consul_ca_cert")
+
+    def _exchange(self, method, path, params, data, connect_timeout, read_timeout, pooled):
+        """One HTTP exchange: (status, body text, headers). Raises _NotSent, _Cut, socket.timeout
+        (no answer in time), or OverlayError (TLS)."""
+        if params:
+            path += "?" + urlencode(params)
+        headers = dict(self.headers)
+        body = None
+        if data is not None:
+            body = data.encode() if isinstance(data, str) else data
+            headers["Content-Type"] = "application/json"
+        reused = pooled and self._pooled is not None
+        conn = self._pooled if reused else self._connect(connect_timeout)
+        if pooled:
+            self._pooled = None  # given back below when the exchange ends cleanly
+        try:
+            conn.sock.settimeout(read_timeout)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+            except (BrokenPipeError, ConnectionResetError, http.client.CannotSendRequest) as e:
+                if reused:
+                    raise _NotSent(str(e) or type(e).__name__, stale=True)
+                raise _Cut(str(e) or type(e).__name__)
+            try:
+                resp = conn.getresponse()
+                text = resp.read().decode("utf-8", "replace")
+            except http.client.RemoteDisconnected as e:
+                # A kept-alive connection the server closed while idle answers nothing at all: the
+                # request was never read, as on a connection that could not be made.
+                if reused:
+                    raise _NotSent(str(e) or "the server closed the connection", stale=True)
+                raise _Cut(str(e) or "the server closed the connection")
+            except (ConnectionResetError, BrokenPipeError, http.client.HTTPException) as e:
+                raise _Cut(str(e) or type(e).__name__)
+        except BaseException as e:
+            conn.close()
+            if isinstance(e, OSError) and _is_tls_error(e):
+                raise self._tls_error(e)
+            raise
+        if pooled and not resp.will_close:
+            self._pooled = conn
+        else:
+            conn.close()
+        return resp.status, text, resp.headers
+
+    def _once(self, method, path, params, data, read_timeout, write):
+        """One HTTP request: (status, body text), or _Attempt. Reads reuse one kept-alive connection;
+        writes get a connection of their own (a pooled one the server closed while idle would fail
+        after sending and make the outcome look unknown)."""
+        connect = min(self.timeout, max(read_timeout, 0.05))
+        for attempt in (1, 2):
+            try:
+                status, text, _headers = self._exchange(method, path, params, data, connect,
+                                                        max(read_timeout, 0.05), pooled=not write)
+                return status, text
+            except _NotSent as e:
+                if attempt == 1 and e.stale:
+                    continue  # a stale pooled connection: once more on a new one, at once
+                raise _Attempt(str(e), "consul_host", reached=False, retry=True)
+            except socket.timeout:
+                raise _Attempt("no answer within %ss" % _fmt(self.timeout), "consul_host", reached=True, retry=True)
+            except _Cut as e:
+                raise _Attempt("the connection was cut before Consul answered: %s" % _short(str(e)), "consul_host",
+                               reached=True, retry=True)
+            except OSError as e:
+                raise _Attempt("the connection failed: %s" % (e.strerror or e), "consul_host", reached=True,
+                               retry=True)
+        raise AssertionError("unreachable")
 
     def _request(self, method, path, what, params=None, data=None, write=False, ops=None, refused=None):
         """Status and body of a request, retried within consul_timeout as the class says.
@@ -185,7 +251,7 @@ class Consul:
             try:
                 # Writes get a connection of their own: a pooled one the server closed while idle
                 # would fail after sending and make the outcome look unknown.
-                code, body = self._once(method, path, params, data, remaining, write, fresh=write)
+                code, body = self._once(method, path, params, data, remaining, write)
             except _Attempt as a:
                 if write and a.reached:
                     raise ConsulOutcomeUnknown("Consul at %s: %s failed, and may or may not have been applied: %s"
@@ -220,14 +286,15 @@ class Consul:
             else:
                 label = "the token in consul_token / CONSUL_HTTP_TOKEN"
                 try:
-                    resp = requests.get(self.url + "/v1/acl/token/self", headers=self.headers, verify=self.verify,
-                                        timeout=min(self.timeout, 2.0))
-                    if resp.status_code == 200:
-                        info = resp.json()
+                    timeout = min(self.timeout, 2.0)
+                    status, text, _h = self._exchange("GET", "/v1/acl/token/self", None, None, timeout, timeout,
+                                                      pooled=False)
+                    if status == 200:
+                        info = json.loads(text)
                         label = "token %s" % info.get("AccessorID")
                         if info.get("Description"):
                             label += " (%s)" % info["Description"]
-                    elif "ACL not found" in resp.text:
+                    elif "ACL not found" in text:
                         label += ", which Consul does not know (ACL not found),"
                 except Exception:  # best effort: the refusal itself is what matters
                     pass
@@ -253,18 +320,17 @@ class Consul:
     def alive(self, timeout=1.0):
         """True when Consul answers, with a leader, within ``timeout`` (on a connection of its own)."""
         try:
-            resp = requests.get(self.url + "/v1/status/leader", headers=self.headers, verify=self.verify,
-                                timeout=min(timeout, self.timeout))
-            return resp.status_code == 200 and bool(resp.json())
+            timeout = min(timeout, self.timeout)
+            status, text, _h = self._exchange("GET", "/v1/status/leader", None, None, timeout, timeout, pooled=False)
+            return status == 200 and bool(json.loads(text))
         except Exception:  # any failure means: not (yet) usable
             return False
 
     def reset(self):
-        """Drop pooled connections (after an outage they may be dead or silent)."""
-        try:
-            self.session.close()
-        finally:
-            self.session = requests.Session()
+        """Drop the kept-alive connection (after an outage it may be dead or silent)."""
+        conn, self._pooled = self._pooled, None
+        if conn is not None:
+            conn.close()
 
     # -- KV ---------------------------------------------------------------------------------
     def get(self, key):
@@ -316,24 +382,28 @@ class Consul:
         what = "watching %s" % prefix
         read_timeout = seconds + seconds / 16 + min(self.timeout, _WAIT_MARGIN)
         params = {"keys": "", "index": int(index or 0), "wait": "%dms" % int(seconds * 1000)}
-        try:
-            resp = self.session.get(self.url + _kv_path(prefix), params=params, headers=self.headers,
-                                    verify=self.verify, timeout=(min(self.timeout, read_timeout), read_timeout))
-        except requests.exceptions.ReadTimeout:
-            raise OverlayError("Consul at %s: %s failed: the connection stayed silent for %ss, past the %ss wait"
-                               % (self.url, what, _fmt(read_timeout), _fmt(seconds)), "consul_host")
-        except requests.exceptions.RequestException as e:
-            cut = isinstance(e, requests.exceptions.ConnectionError) and not _is_connect_failure(e)
-            reason = ("the connection was cut before Consul answered: %s" if cut else "cannot connect: %s") \
-                % _short(str(e))
-            raise OverlayError("Consul at %s: %s failed: %s" % (self.url, what, reason), "consul_host")
-        if resp.status_code == 403:
-            raise self._denied(what, resp.text, self._needs(prefix))
-        if resp.status_code not in (200, 404):
+        for attempt in (1, 2):
+            try:
+                status, text, headers = self._exchange("GET", _kv_path(prefix), params, None,
+                                                       min(self.timeout, read_timeout), read_timeout, pooled=True)
+                break
+            except _NotSent as e:
+                if attempt == 1 and e.stale:
+                    continue  # a stale kept-alive connection: once more on a new one
+                raise OverlayError("Consul at %s: %s failed: %s" % (self.url, what, e), "consul_host")
+            except socket.timeout:
+                raise OverlayError("Consul at %s: %s failed: the connection stayed silent for %ss, past the %ss wait"
+                                   % (self.url, what, _fmt(read_timeout), _fmt(seconds)), "consul_host")
+            except (_Cut, OSError) as e:
+                raise OverlayError("Consul at %s: %s failed: the connection was cut before Consul answered: %s"
+                                   % (self.url, what, _short(str(e))), "consul_host")
+        if status == 403:
+            raise self._denied(what, text, self._needs(prefix))
+        if status not in (200, 404):
             raise OverlayError("Consul at %s: %s failed with HTTP %s: %s"
-                               % (self.url, what, resp.status_code, resp.text.strip()[:200]), "consul_host")
+                               % (self.url, what, status, text.strip()[:200]), "consul_host")
         try:
-            return int(resp.headers.get("X-Consul-Index") or 0)
+            return int(headers.get("X-Consul-Index") or 0)
         except ValueError:
             return 0
 
@@ -475,24 +545,13 @@ def _list_keys(keys):
     return ", ".join(keys[:3]) + (" and %d more" % (len(keys) - 3) if len(keys) > 3 else "")
 
 
-def _is_connect_failure(exc):
-    """True when a requests ConnectionError happened while connecting: the request never left."""
-    seen, cur = set(), exc
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        name = type(cur).__name__
-        if name in ("NewConnectionError", "ConnectTimeoutError", "ConnectionRefusedError", "NameResolutionError"):
-            return True
-        if name in ("ProtocolError", "RemoteDisconnected", "ConnectionResetError", "IncompleteRead",
-                    "BrokenPipeError"):
-            return False
-        nxt = getattr(cur, "reason", None)
-        if nxt is None and cur.args and isinstance(cur.args[0], BaseException):
-            nxt = cur.args[0]
-        if nxt is None and len(cur.args) > 1 and isinstance(cur.args[1], BaseException):
-            nxt = cur.args[1]
-        cur = nxt or cur.__cause__ or cur.__context__
-    return "Connection refused" in str(exc) or "Failed to establish a new connection" in str(exc)
+def _is_tls_error(exc):
+    """True for a TLS failure (certificate, handshake), which no retry can cure."""
+    try:
+        import ssl
+    except ImportError:  # pragma: no cover - Python without ssl
+        return False
+    return isinstance(exc, (ssl.SSLError, ssl.CertificateError))
 
 
 def _before_apply(body):
@@ -504,5 +563,5 @@ def _before_apply(body):
 
 
 def _short(text):
-    # requests' connection errors are long chains; the last part says what happened.
+    # Long error chains: the last part says what happened.
     return text.rsplit(":", 1)[-1].strip(" )'\"") if len(text) > 160 else text

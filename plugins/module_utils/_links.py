@@ -130,11 +130,19 @@ def project(before, spec, namespace_label, kind_name):
 # ---------------------------------------------------------------------------- changing
 
 def bridge_index(ipr, name, field):
+    """The index of bridge ``name``; refuses another kind of device. Remembered by the run's socket
+    (_netns.Snapshot.bridges) until a link is deleted, renamed or moved: a run that builds many
+    ports on one bridge looks it up once."""
+    known = getattr(ipr, "bridges", None)
+    if isinstance(known, dict) and name in known:
+        return known[name]
     msg = find(ipr, name)
     if msg is None:
         raise OverlayError("bridge %s does not exist" % name, field)
     if kind(msg) != "bridge":
         raise OverlayError("%s is a %s device, not a bridge" % (name, kind(msg) or "plain"), field)
+    if isinstance(known, dict):
+        known[name] = msg["index"]
     return msg["index"]
 
 
@@ -143,7 +151,18 @@ def ensure_attributes(ipr, msg, spec, apply, fresh=False):
 
     ``fresh``: the link was created by this run a moment ago, so it has no addresses yet (the
     kernel's IPv6 link-local one is not counted) and they need not be read."""
+    return _ensure(ipr, msg, spec, apply, fresh)[0]
+
+
+def _ensure(ipr, msg, spec, apply, fresh=False, master_index=None):
+    """ensure_attributes, and whether ``msg`` is stale after it: (actions, relink).
+
+    A changed MTU, MAC or master makes the message stale (read the link again for it); an up/down
+    change is written into ``msg["flags"]`` and addresses are not in a link message, so neither
+    needs that read. ``master_index``: the bridge's index when the caller just looked it up (it
+    created the link on it), which spares another lookup by name."""
     actions = []
+    relink = False
     index = msg["index"] if msg is not None else None
     where = "%s in %s" % (spec.name, spec.ns.describe())
 
@@ -154,13 +173,17 @@ def ensure_attributes(ipr, msg, spec, apply, fresh=False):
 
     if spec.mtu is not None and msg.get("IFLA_MTU") != spec.mtu:
         act("mtu %s -> %s" % (msg.get("IFLA_MTU"), spec.mtu), mtu=spec.mtu)
+        relink = True
     if spec.mac is not None and (msg.get("IFLA_ADDRESS") or "").lower() != spec.mac:
         act("mac %s -> %s" % (msg.get("IFLA_ADDRESS"), spec.mac), address=spec.mac)
+        relink = True
     if spec.master is not None:
-        want = bridge_index(ipr, spec.master, spec.f("master")) if spec.master else 0
         have = msg.get("IFLA_MASTER") or 0
+        want = master_index if (spec.master and master_index is not None) else (
+            bridge_index(ipr, spec.master, spec.f("master")) if spec.master else 0)
         if want != have:
             act("master -> %s" % (spec.master or "none"), master=want)
+            relink = True
     if spec.addresses is not None:
         have = set() if fresh else set(addresses(ipr, index))
         want = set(spec.addresses)
@@ -179,7 +202,9 @@ def ensure_attributes(ipr, msg, spec, apply, fresh=False):
         is_up = bool(msg["flags"] & IFF_UP)
         if is_up != spec.up:
             act("set %s" % ("up" if spec.up else "down"), state="up" if spec.up else "down")
-    return actions
+            if apply:
+                msg["flags"] = (msg["flags"] | IFF_UP) if spec.up else (msg["flags"] & ~IFF_UP)
+    return actions, relink
 
 
 def _del_address(ipr, index, iface):
@@ -304,10 +329,14 @@ def is_pair(nl, a, la, b, lb):
 
 
 def ensure_veth(nl, a, b, apply):
-    """A veth pair a<->b with both ends' attributes as specified. Returns (actions, msg_a, msg_b).
+    """A veth pair a<->b with both ends' attributes as specified. Returns (actions, msg_a, msg_b),
+    the messages as the ends are after the call.
 
     A pair whose ends no longer match (one end renamed, moved to another namespace, or a
-    stray veth under one of the names) is deleted and built again.
+    stray veth under one of the names) is deleted and built again. A new pair is read once after
+    its creation: what creation could not set (the peer's up state, addresses) is written
+    afterwards without making those messages stale (see _ensure), so a run that builds many
+    endpoints makes few requests per pair.
     """
     ipr_a, ipr_b = nl.get(a.ns), nl.get(b.ns)
     la, lb, paired = veth_pair_state(nl, a, b)
@@ -323,17 +352,20 @@ def ensure_veth(nl, a, b, apply):
         for ipr, msg in ((ipr_a, la), (ipr_b, lb)):
             if msg is not None:
                 delete(ipr, msg)
-        _create_veth(nl, a, b)
+        masters = _create_veth(nl, a, b)
         la, lb = find(ipr_a, a.name), find(ipr_b, b.name)
         if la is None or lb is None:
             raise OverlayError("the kernel did not create veth %s <-> %s" % (a.name, b.name))
-        ensure_attributes(ipr_a, la, a, True, fresh=True)
-        ensure_attributes(ipr_b, lb, b, True, fresh=True)
-        return actions, find(ipr_a, a.name), find(ipr_b, b.name)
-    actions += ensure_attributes(ipr_a, la, a, apply)
-    actions += ensure_attributes(ipr_b, lb, b, apply)
-    if apply and actions:
-        la, lb = find(ipr_a, a.name), find(ipr_b, b.name)
+        relink_a = _ensure(ipr_a, la, a, True, fresh=True, master_index=masters.get(id(a)))[1]
+        relink_b = _ensure(ipr_b, lb, b, True, fresh=True, master_index=masters.get(id(b)))[1]
+        return actions, find(ipr_a, a.name) if relink_a else la, find(ipr_b, b.name) if relink_b else lb
+    more_a, relink_a = _ensure(ipr_a, la, a, apply)
+    more_b, relink_b = _ensure(ipr_b, lb, b, apply)
+    actions += more_a + more_b
+    if apply and relink_a:
+        la = find(ipr_a, a.name)
+    if apply and relink_b:
+        lb = find(ipr_b, b.name)
     return actions, la, lb
 
 
@@ -341,16 +373,19 @@ def _create_veth(nl, a, b):
     """Create the pair with as much of both specs as one RTM_NEWLINK takes: names, namespaces,
     MTUs and MACs of both ends, and master and up state of the end created in the socket's own
     namespace (the kernel applies neither to the peer). That end is the one with a master, so a
-    bridge port is on its bridge from the start. ensure_attributes then sets what is left (the
-    peer's up state, addresses) and repairs anything the kernel did not take."""
+    bridge port is on its bridge from the start. _ensure then sets what is left (the peer's up
+    state, addresses) and repairs anything the kernel did not take. Returns {id(spec): index of
+    the bridge it was created on}."""
     main, peer = (b, a) if b.master and not a.master else (a, b)
     kwargs = dict(_created_attributes(main), kind="veth")
+    masters = {}
     if main.master:
-        kwargs["master"] = bridge_index(nl.get(main.ns), main.master, main.f("master"))
+        kwargs["master"] = masters[id(main)] = bridge_index(nl.get(main.ns), main.master, main.f("master"))
     if main.up:
         kwargs["state"] = "up"
     with NamespaceFd(peer.ns) as fd:
         nl.get(main.ns).link("add", peer=dict(_created_attributes(peer), net_ns_fd=fd), **kwargs)
+    return masters
 
 
 def _created_attributes(spec):

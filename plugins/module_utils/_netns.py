@@ -13,8 +13,47 @@ import re
 
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
+
+
+def _lazy_pyroute2_package():
+    """Register pyroute2's package without running its ``__init__``, which imports every library it
+    has (NDB, IPDB, conntrack, nl80211, ipset, ...): about a third of what importing pyroute2 costs
+    a module run (benchmarks/README.md), for nothing this collection uses. Submodules import as
+    usual; the first attribute that is not a submodule (``pyroute2.IPRoute`` from other code in the
+    same process, say) runs the real ``__init__`` into the package, so that code sees pyroute2 as
+    always. Does nothing when pyroute2 is imported already or cannot be found."""
+    import importlib
+    import importlib.util
+    import sys
+    if "pyroute2" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return
+    package = importlib.util.module_from_spec(spec)
+    state = {"initialised": False}
+
+    def __getattr__(name):
+        if not name.startswith("__"):
+            try:
+                return importlib.import_module("pyroute2." + name)
+            except ModuleNotFoundError as e:
+                if e.name != "pyroute2." + name:
+                    raise
+        if not state["initialised"]:
+            state["initialised"] = True
+            spec.loader.exec_module(package)
+            if name in package.__dict__:
+                return package.__dict__[name]
+        raise AttributeError("module 'pyroute2' has no attribute %r" % name)
+
+    package.__getattr__ = __getattr__
+    sys.modules["pyroute2"] = package
+
+
 try:
-    from pyroute2 import IPRoute
+    _lazy_pyroute2_package()
+    from pyroute2.iproute.linux import IPRoute
     from pyroute2 import netns as _pyroute2_netns
     from pyroute2.netlink.exceptions import NetlinkError
     HAS_PYROUTE2 = True
@@ -208,9 +247,15 @@ class Netlink:
             self._sockets[key] = sock
         return sock
 
+    def links_moved(self):
+        """A link was deleted, renamed or moved: names may now name other links (or none)."""
+        for sock in self._sockets.values():
+            sock.bridges.clear()
+
     def forget(self, ns):
         """Close the socket of a namespace about to go; the peers of its veths go with it."""
         self.wrote()
+        self.links_moved()
         sock = self._sockets.pop(ns.path, None)
         if sock is not None:
             sock.close()
@@ -225,6 +270,7 @@ class Netlink:
 
 
 READS = {"get", "dump", "show"}
+MOVES = {"ifname", "net_ns_fd", "net_ns_pid", "IFLA_IFNAME", "IFLA_NET_NS_FD", "IFLA_NET_NS_PID"}
 
 
 class Snapshot:
@@ -246,6 +292,9 @@ class Snapshot:
         self._links = None  # (by name, by index)
         self._addrs = None
         self._fdb = None
+        # Bridges' indexes by name (_links.bridge_index), for the whole run: a write changes a
+        # bridge's attributes, not its index; only a deleted, renamed or moved link clears them.
+        self.bridges = {}
 
     def __getattr__(self, name):
         return getattr(self._ipr, name)
@@ -271,6 +320,8 @@ class Snapshot:
                 raise NetlinkError(errno.ENODEV, "No such device")
             return [msg]
         self._write(cmd)
+        if cmd in ("del", "delete", "remove") or (cmd == "set" and MOVES & set(kwargs)):
+            self._owner.links_moved()
         return self._ipr.link(cmd, **kwargs)
 
     def get_links(self, *args, **kwargs):

@@ -172,3 +172,7 @@ def test_no_secret_in_output_or_in_a_readable_file(lab_factory):
         assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, 0)
         assert "CONSUL_HTTP_TOKEN=" in env.read_text() and values["peers token"] in env.read_text()
         assert values["peers token"] not in re.search(r"^ExecStart=.*$", unit, re.M).group(0)
+        # The Docker plugin's socket: served by the agent, and removed after any exit of it (a crash
+        # included), so dockerd never waits on a socket nothing listens on.
+        assert "--docker-plugin" in re.search(r"^ExecStart=.*$", unit, re.M).group(0), unit
+        assert "ExecStopPost=-/bin/rm -f /run/docker/plugins/overlay.vxlan.sock" in unit.splitlines(), unit

@@ -32,12 +32,13 @@ FORCE=0
 #  - python3-apt: ansible.builtin.apt (used for .deb installs) needs it.
 #  - dbus: hostnamectl/timedatectl and friends.
 #  - docker.io (20.10, with containerd and runc), busybox-static: the seed's Docker commands with the
-#    host agent as plugin (Molecule scenario seed). Docker's units are installed disabled (the other
+#    host agent as plugin (Molecule scenario seed). apparmor (a Recommends of docker.io): Debian's
+#    kernel enables AppArmor, and then dockerd refuses to start containers without apparmor_parser. Docker's units are installed disabled (the other
 #    users of the image do not pay for a dockerd); the scenario enables and starts them. busybox
 #    also becomes the image /usr/local/share/vmlab/busybox.tar (no registry in the lab): imported,
 #    it is tagged `debian` so the seed's `docker run ... debian ping|sleep` run as written.
 PACKAGES=(
-    adduser busybox-static ca-certificates curl dbus docker.io gnupg init-system-helpers iperf3
+    adduser apparmor busybox-static ca-certificates curl dbus docker.io gnupg init-system-helpers iperf3
     iproute2 iptables iputils-ping kmod less linux-image-amd64 netcat-openbsd nftables
     openssh-server pipexec procps python3 python3-apt python3-pip python3-venv
     systemd systemd-sysv tcpdump udev unzip

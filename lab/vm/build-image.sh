@@ -31,8 +31,14 @@ FORCE=0
 #    consul .deb, so `apt install ./consul_*.deb` works offline in the VM.
 #  - python3-apt: ansible.builtin.apt (used for .deb installs) needs it.
 #  - dbus: hostnamectl/timedatectl and friends.
+#  - docker.io (20.10, with containerd and runc), busybox-static: the seed's Docker commands with the
+#    host agent as plugin (Molecule scenario seed). apparmor (a Recommends of docker.io): Debian's
+#    kernel enables AppArmor, and then dockerd refuses to start containers without apparmor_parser. Docker's units are installed disabled (the other
+#    users of the image do not pay for a dockerd); the scenario enables and starts them. busybox
+#    also becomes the image /usr/local/share/vmlab/busybox.tar (no registry in the lab): imported,
+#    it is tagged `debian` so the seed's `docker run ... debian ping|sleep` run as written.
 PACKAGES=(
-    adduser ca-certificates curl dbus gnupg init-system-helpers iperf3
+    adduser apparmor busybox-static ca-certificates curl dbus docker.io gnupg init-system-helpers iperf3
     iproute2 iptables iputils-ping kmod less linux-image-amd64 netcat-openbsd nftables
     openssh-server pipexec procps python3 python3-apt python3-pip python3-venv
     systemd systemd-sysv tcpdump udev unzip
@@ -227,6 +233,21 @@ mkdir -p "$ROOT/etc/systemd/journald.conf.d"
 printf '[Journal]\nStorage=volatile\nRuntimeMaxUse=32M\n' >"$ROOT/etc/systemd/journald.conf.d/vmlab.conf"
 
 in_root systemctl enable -q vmlab-init.service systemd-networkd.service ssh.service
+# Docker is there but not started at boot: `systemctl enable --now docker` where it is wanted (the
+# Molecule scenario seed does, in its prepare step). overlay-vxlan-agent is ordered before it.
+in_root systemctl disable -q docker.service docker.socket containerd.service
+
+# The container image of the lab: busybox and one link per applet, as a rootfs tarball for
+# `docker import` (the same tree as tests/integration/lab/containers.py builds for the namespace lab).
+bbroot="$WORK/busybox-root"
+mkdir -p "$bbroot"/{bin,etc,tmp,proc,sys,dev,root} "$ROOT/usr/local/share/vmlab"
+cp "$ROOT/bin/busybox" "$bbroot/bin/busybox"
+for a in $("$ROOT/bin/busybox" --list); do
+    [[ "$a" == busybox ]] || ln -s busybox "$bbroot/bin/$a"
+done
+echo 'root:x:0:0:root:/root:/bin/sh' >"$bbroot/etc/passwd"
+echo 'root:x:0:' >"$bbroot/etc/group"
+tar -C "$bbroot" --numeric-owner --owner=0 --group=0 -cf "$ROOT/usr/local/share/vmlab/busybox.tar" .
 # Nothing periodic or slow at boot in a throw-away lab VM.
 for u in apt-daily.timer apt-daily-upgrade.timer man-db.timer e2scrub_all.timer \
          e2scrub_reap.service fstrim.timer dpkg-db-backup.timer logrotate.timer \

@@ -39,12 +39,12 @@ import threading
 import time
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _consul, _endpoint, _gc, _hostlock, _keys, _netns, _network, _overlay_ns, _records, _runtime, _underlay,
+    _consul, _dockernet, _endpoint, _gc, _hostlock, _keys, _netns, _network, _overlay_ns, _records, _runtime, _underlay,
     _validate)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
-PLUGIN_NAME = "overlay.vxlan"
-DEFAULT_SOCKET = "/run/docker/plugins/%s.sock" % PLUGIN_NAME
+PLUGIN_NAME = _dockernet.DRIVER            # the name overlay_network's docker: true asks Docker for
+DEFAULT_SOCKET = _dockernet.PLUGIN_PATHS[0]  # where dockerd looks for it
 DEFAULT_STATE_DIR = "/var/lib/overlay-vxlan"
 POOL_PREFIX = PLUGIN_NAME + "/"
 GATEWAY_TYPE = "com.docker.network.gateway"

@@ -171,8 +171,17 @@ class Consul:
                             % (self.url, _short(str(e))), "consul_ca_cert")
 
     def _exchange(self, method, path, params, data, connect_timeout, read_timeout, pooled):
-        """One HTTP exchange: (status, body text, headers). Raises _NotSent, _Cut, socket.timeout
-        (no answer in time), or OverlayError (TLS)."""
+        """One HTTP exchange: (status, body text, headers). A kept-alive connection the server had
+        closed is replaced by a new one at once, once. Raises _NotSent, _Cut, socket.timeout (no
+        answer in time), or OverlayError (TLS)."""
+        try:
+            return self._exchange_once(method, path, params, data, connect_timeout, read_timeout, pooled)
+        except _NotSent as e:
+            if not e.stale:
+                raise
+        return self._exchange_once(method, path, params, data, connect_timeout, read_timeout, pooled)
+
+    def _exchange_once(self, method, path, params, data, connect_timeout, read_timeout, pooled):
         if params:
             path += "?" + urlencode(params)
         headers = dict(self.headers)
@@ -219,24 +228,19 @@ class Consul:
         writes get a connection of their own (a pooled one the server closed while idle would fail
         after sending and make the outcome look unknown)."""
         connect = min(self.timeout, max(read_timeout, 0.05))
-        for attempt in (1, 2):
-            try:
-                status, text, _headers = self._exchange(method, path, params, data, connect,
-                                                        max(read_timeout, 0.05), pooled=not write)
-                return status, text
-            except _NotSent as e:
-                if attempt == 1 and e.stale:
-                    continue  # a stale pooled connection: once more on a new one, at once
-                raise _Attempt(str(e), "consul_host", reached=False, retry=True)
-            except socket.timeout:
-                raise _Attempt("no answer within %ss" % _fmt(self.timeout), "consul_host", reached=True, retry=True)
-            except _Cut as e:
-                raise _Attempt("the connection was cut before Consul answered: %s" % _short(str(e)), "consul_host",
-                               reached=True, retry=True)
-            except OSError as e:
-                raise _Attempt("the connection failed: %s" % (e.strerror or e), "consul_host", reached=True,
-                               retry=True)
-        raise AssertionError("unreachable")
+        try:
+            status, text, _headers = self._exchange(method, path, params, data, connect, max(read_timeout, 0.05),
+                                                    pooled=not write)
+            return status, text
+        except _NotSent as e:
+            raise _Attempt(str(e), "consul_host", reached=False, retry=True)
+        except socket.timeout:
+            raise _Attempt("no answer within %ss" % _fmt(self.timeout), "consul_host", reached=True, retry=True)
+        except _Cut as e:
+            raise _Attempt("the connection was cut before Consul answered: %s" % _short(str(e)), "consul_host",
+                           reached=True, retry=True)
+        except OSError as e:
+            raise _Attempt("the connection failed: %s" % (e.strerror or e), "consul_host", reached=True, retry=True)
 
     def _request(self, method, path, what, params=None, data=None, write=False, ops=None, refused=None):
         """Status and body of a request, retried within consul_timeout as the class says.
@@ -417,21 +421,17 @@ class Consul:
         params = {"keys": "", "index": int(index or 0), "wait": "%dms" % int(seconds * 1000)}
         if separator:
             params["separator"] = separator
-        for attempt in (1, 2):
-            try:
-                status, text, headers = self._exchange("GET", _kv_path(prefix), params, None,
-                                                       min(self.timeout, read_timeout), read_timeout, pooled=True)
-                break
-            except _NotSent as e:
-                if attempt == 1 and e.stale:
-                    continue  # a stale kept-alive connection: once more on a new one
-                raise OverlayError("Consul at %s: %s failed: %s" % (self.url, what, e), "consul_host")
-            except socket.timeout:
-                raise OverlayError("Consul at %s: %s failed: the connection stayed silent for %ss, past the %ss wait"
-                                   % (self.url, what, _fmt(read_timeout), _fmt(seconds)), "consul_host")
-            except (_Cut, OSError) as e:
-                raise OverlayError("Consul at %s: %s failed: the connection was cut before Consul answered: %s"
-                                   % (self.url, what, _short(str(e))), "consul_host")
+        try:
+            status, text, headers = self._exchange("GET", _kv_path(prefix), params, None,
+                                                   min(self.timeout, read_timeout), read_timeout, pooled=True)
+        except _NotSent as e:
+            raise OverlayError("Consul at %s: %s failed: %s" % (self.url, what, e), "consul_host")
+        except socket.timeout:
+            raise OverlayError("Consul at %s: %s failed: the connection stayed silent for %ss, past the %ss wait"
+                               % (self.url, what, _fmt(read_timeout), _fmt(seconds)), "consul_host")
+        except (_Cut, OSError) as e:
+            raise OverlayError("Consul at %s: %s failed: the connection was cut before Consul answered: %s"
+                               % (self.url, what, _short(str(e))), "consul_host")
         if status == 403:
             raise self._denied(what, text, self._needs(prefix))
         if status not in (200, 404):

@@ -88,6 +88,10 @@ def main(argv=None):
         names.serve(params, args.dns_listen, upstreams, log=peers._log)
         peers._log("names served on %s" % ", ".join(args.dns_listen))
     stop = threading.Event()
+    if args.docker_plugin and args.gc:
+        # Lost DeleteNetwork calls (the agent down during `docker network rm`), once Docker answers.
+        every = max(1.0, min(60.0, args.gc_grace))
+        threading.Thread(target=plugin.reconcile_forever, args=(stop, every), daemon=True).start()
 
     def on_signal(signum, frame):
         stop.set()

@@ -302,7 +302,7 @@ class Plugin:
             if existing is not None:
                 raise Refused("subnet: overlay network %s has subnet %s, not %s" % (name, existing["subnet"], subnet))
         entry = {"subnet": str(subnet), "gateway": gateway, "internal": internal, "mtu": mtu,
-                 "name": record["name"] if record else name}
+                 "name": record["name"] if record else name, "at": _keys.now()}
         if entry["name"]:
             self._ensure_cluster_network(docker_id, entry)
             self.networks.put(docker_id, entry)
@@ -398,6 +398,47 @@ class Plugin:
         except OverlayError as e:
             self.log("docker network %s removed; its overlay network: %s" % (docker_id[:12], _message(e)))
         return {}
+
+    def reconcile(self):
+        """DeleteNetwork calls that never arrived: ``docker network rm`` while the agent was down
+        (dockerd logs the driver's error and removes the network all the same). Every Docker
+        NetworkID this host maps (its state file) or registered as a user in Consul (a state file
+        lost) that Docker no longer lists is removed as DeleteNetwork would have. Only ids older
+        than the garbage collection's grace: Docker calls CreateNetwork before it stores the network,
+        so a new one is missing from its list for a moment. Nothing when Docker does not answer.
+        Returns the NetworkIDs removed."""
+        listed = _runtime.get_json(self.docker_host, "/networks", timeout=5)
+        if not isinstance(listed, list):
+            return []
+        present = {n.get("Id") for n in listed if isinstance(n, dict)}
+        grace = self.params.get("gc_grace", _gc.DEFAULT_GRACE)
+        gone = [docker_id for docker_id, entry in sorted(self.networks.data.items())
+                if docker_id not in present and _keys.age((entry or {}).get("at")) >= grace]
+        for docker_id in gone:
+            self.log("docker network %s: Docker no longer has it (its DeleteNetwork was lost)" % docker_id[:12])
+            self.NetworkDriver_DeleteNetwork({"NetworkID": docker_id})
+        store = self.store()
+        for key, user in sorted(store.get_tree(self.layout.root + "users/").items()):
+            value = user[0]
+            if not (isinstance(value, dict) and value.get("host") == self.host and value.get("runtime") == "docker"):
+                continue
+            ref = value.get("ref")
+            if ref in present or ref in self.networks.data or _keys.age(value.get("at")) < grace:
+                continue
+            network_id = key[len(self.layout.root + "users/"):].split("/")[0]
+            outcome = _network.leave_runtime_network(store, self.layout, network_id, self.host, ref)
+            self.log("docker network %s: Docker no longer has it; its use of overlay network %s ends (%s)"
+                     % (str(ref)[:12], network_id[:12], outcome))
+            gone.append(ref)
+        return gone
+
+    def reconcile_forever(self, stop, every):
+        """``reconcile`` every ``every`` seconds until ``stop`` is set (the agent's thread)."""
+        while not stop.wait(every):
+            try:
+                self.reconcile()
+            except (OverlayError, OSError) as e:
+                self.log("docker networks: reconcile failed: %s" % _message(e))
 
     # ------------------------------------------------------------------ endpoints
     def NetworkDriver_CreateEndpoint(self, body):

@@ -81,8 +81,8 @@ class Docker:
     def call(self, method, path, body=None, timeout=_runtime.TIMEOUT):
         return _runtime.api(self.path, method, path, "docker", SOCKET_FIELD, body=body, timeout=timeout)
 
-    def get(self, name):
-        """Docker's network ``name`` on this host (view()), or None."""
+    def inspect(self, name):
+        """Docker's network ``name`` on this host as its API shows it, or None."""
         status, body = self.call("GET", "/networks/%s" % quote(name, safe=""))
         if status == 404:
             return None
@@ -90,7 +90,26 @@ class Docker:
             raise OverlayError("docker on %s answered %s to the inspection of network %s%s"
                                % (self.path, status, name, _said(body)), "docker")
         # /networks/<x> also matches an id or an id's prefix: only a network of that name counts.
-        return view(body) if body.get("Name") == name else None
+        return body if body.get("Name") == name else None
+
+    def get(self, name):
+        """Docker's network ``name`` on this host (view()), or None."""
+        body = self.inspect(name)
+        return None if body is None else view(body)
+
+    def gwbridge(self):
+        """Docker's docker_gwbridge network (gwbridge_view), its containers by name: Docker lists them
+        by their gateway endpoint's name (gateway_<sandbox>)."""
+        raw = self.inspect(GWBRIDGE)
+        have = gwbridge_view(raw)
+        if have is not None:
+            names = []
+            for cid in sorted(raw.get("Containers") or {}):
+                status, body = self.call("GET", "/containers/%s/json" % quote(cid, safe=""))
+                names.append(str(body.get("Name", "")).lstrip("/") if status == 200 and isinstance(body, dict)
+                             else cid[:12])
+            have["containers"] = sorted(names)
+        return have
 
     def create(self, name, subnet, gateway, internal):
         """``docker network create -d overlay.vxlan --ipam-driver overlay.vxlan --subnet .. --gateway ..
@@ -169,3 +188,75 @@ def leave(docker, name, force, apply):
         return (["docker: disconnect %s from network %s" % (c, name) for c in sorted(have["containers"].values())]
                 + ["docker: remove network %s" % name]), have
     return docker.remove(have, force), have
+
+
+# Docker's gateway network. libnetwork gives every container on a network whose driver asks for a
+# gateway (ours does, unless internal) a port on the network NAMED docker_gwbridge, and makes it with
+# defaults (a free /16 of its own pools, on a bridge device of that name) when it is missing
+# (default_gateway_linux.go, createGWNetwork). On the collection's gateway bridge that replaced the
+# bridge's address the first time, so the run after it changed something. Made ahead, with the
+# gateway bridge's own subnet and Docker's own options, it is what Docker uses, untouched.
+GWBRIDGE = "docker_gwbridge"
+BRIDGE_NAME = "com.docker.network.bridge.name"
+GWBRIDGE_OPTIONS = {"com.docker.network.bridge.enable_icc": "false",
+                    "com.docker.network.bridge.enable_ip_masquerade": "true"}
+
+
+def gwbridge_view(info):
+    """The fields of Docker's docker_gwbridge network that matter here (returned and diffed)."""
+    if info is None:
+        return None
+    have = view(info)
+    opts = info.get("Options") if isinstance(info.get("Options"), dict) else {}
+    return {"id": have["id"], "name": have["name"], "driver": have["driver"], "subnet": have["subnet"],
+            "gateway": have["gateway"], "bridge": opts.get(BRIDGE_NAME),
+            "options": {k: opts.get(k) for k in sorted(GWBRIDGE_OPTIONS)},
+            "containers": sorted(have["containers"].values())}
+
+
+def gwbridge_wanted(bridge, subnet, gateway):
+    return {"id": None, "name": GWBRIDGE, "driver": "bridge", "subnet": str(subnet), "gateway": str(gateway),
+            "bridge": bridge, "options": dict(sorted(GWBRIDGE_OPTIONS.items())), "containers": []}
+
+
+def ensure_gwbridge(docker, bridge, subnet, gateway, apply, ports=lambda: []):
+    """Docker's docker_gwbridge network on the gateway bridge ``bridge`` with its ``subnet`` and
+    ``gateway``: (actions, warnings, before, after).
+
+    One Docker made by itself (another subnet) is replaced when nothing uses it: it holds nothing but
+    Docker's defaults, and Docker makes it again on demand. Docker deletes a bridge network's device
+    with the network (bridge.go, deleteNetwork), so "nothing" means no container on Docker's side and
+    no port on the bridge (``ports()``: this host's other endpoints); otherwise it is left alone with a
+    warning, both addresses stay on the bridge and every container keeps its way out. One on another
+    bridge device is not this bridge's business."""
+    have = docker.gwbridge()
+    want = gwbridge_wanted(bridge, subnet, gateway)
+    if have is not None:
+        if have["driver"] == "bridge" and have["bridge"] != bridge:
+            return [], [], have, have   # Docker's containers leave through another bridge
+        if all(have[k] == want[k] for k in ("driver", "subnet", "gateway", "bridge", "options")):
+            return [], [], have, have
+        users = ["container %s" % c for c in have["containers"]] or ["port %s" % p for p in ports()]
+        if users:
+            return [], ["Docker's %s network (subnet %s) differs from the gateway bridge's subnet %s but is in use "
+                        "(%s): it is left alone (Docker would delete the bridge with it). Run again when nothing "
+                        "uses the bridge, or set the gateway subnet to %s"
+                        % (GWBRIDGE, have["subnet"], subnet, ", ".join(users[:5]) + (", ..." if users[5:] else ""),
+                           have["subnet"])], have, have
+    actions = (["docker: create network %s on bridge %s (subnet %s)" % (GWBRIDGE, bridge, subnet)] if have is None else
+               ["docker: replace network %s (subnet %s, bridge %s) with subnet %s on bridge %s"
+                % (GWBRIDGE, have["subnet"], have["bridge"] or GWBRIDGE, subnet, bridge)])
+    if not apply:
+        return actions, [], have, want
+    if have is not None:
+        status, reply = docker.call("DELETE", "/networks/%s" % have["id"], timeout=CREATE_TIMEOUT)
+        if status not in (200, 204, 404):  # a container joined meanwhile: as above
+            return [], ["Docker refused to replace its %s network: %s" % (GWBRIDGE, _said(reply) or status)], have, have
+    body = {"Name": GWBRIDGE, "CheckDuplicate": True, "Driver": "bridge", "EnableIPv6": False,
+            "IPAM": {"Driver": "default", "Config": [{"Subnet": str(subnet), "Gateway": str(gateway)}]},
+            "Options": dict(GWBRIDGE_OPTIONS, **{BRIDGE_NAME: bridge})}
+    status, reply = docker.call("POST", "/networks/create", body=body, timeout=CREATE_TIMEOUT)
+    if status not in (200, 201, 409):  # 409: Docker made its own meanwhile (shown as it is)
+        raise OverlayError("Docker refused to create its %s network with subnet %s on %s: %s"
+                           % (GWBRIDGE, subnet, bridge, _said(reply) or status), "docker")
+    return actions, [], have, docker.gwbridge()

@@ -55,8 +55,9 @@ def nat_rules(gw):
     ]
 
 
-def ensure(nl, gw, run_command, apply):
-    """Bridge with its address, up; forwarding on; NAT rules in place. Returns actions."""
+def ensure(nl, gw, run_command, apply, drop=()):
+    """Bridge with its address, up; forwarding on; NAT rules in place. Returns actions. Other
+    addresses stay, but those in ``drop`` (a replaced Docker network's) go."""
     host = _netns.resolve(None, None)
     ipr = nl.get(host)
     actions = []
@@ -74,7 +75,7 @@ def ensure(nl, gw, run_command, apply):
         # the docker_gwbridge network of Docker's own containers, which gives it an address of its
         # own pool (172.19.0.1/16 next to ours, say): removing that would cut them off, and Docker
         # would give it back, so every run would change something.
-        others = [a for a in _links.addresses(ipr, br["index"]) if a != gw.address]
+        others = [a for a in _links.addresses(ipr, br["index"]) if a != gw.address and a not in drop]
         spec = _links.LinkSpec(host, gw.name, "gateway_bridge", addresses=others + [gw.address], up=True)
         actions += _links.ensure_attributes(ipr, br, spec, apply)
     with open(IP_FORWARD) as f:
@@ -98,15 +99,15 @@ def ensure(nl, gw, run_command, apply):
     return actions
 
 
-def diff(nl, gw, run_command, apply):
+def diff(nl, gw, run_command, apply, before=False, drop=()):
     """``ensure`` with a diff field by field, the way --diff shows it: the bridge as it was (exists,
-    addresses, up, forwarding, NAT rules, host addresses blocked) and as the run leaves it (in
-    check mode: as it would). Returns (actions, {"before": ..., "after": ...})."""
+    addresses, up, forwarding, NAT rules, host addresses blocked; ``before`` when the caller read it)
+    and as the run leaves it (in check mode: as it would). Returns (actions, {"before": ..., "after": ...})."""
     host = _netns.resolve(None, None)
     ipr = nl.get(host)
-    br = _links.view(ipr, _links.find(ipr, gw.name), None)
+    br = _links.view(ipr, _links.find(ipr, gw.name), None) if before is False else before
     blocked = _firewall.gateway_blocked(gw.name)
-    actions = ensure(nl, gw, run_command, apply)
+    actions = ensure(nl, gw, run_command, apply, drop)
     before = {"exists": br is not None, "addresses": br["addresses"] if br else [],
               "up": bool(br) and br["state"] == "up",
               # ensure() names exactly what was missing: a sysctl line, an iptables line per missing rule.
@@ -116,8 +117,53 @@ def diff(nl, gw, run_command, apply):
     after = {"exists": True, "addresses": [str(gw.address)], "up": True, "ip_forward": True, "nat": True,
              "block_host": gw.block_host}
     if br and set(br["addresses"]) - {str(gw.address)}:
-        after["addresses"] = sorted(set(br["addresses"]) | {str(gw.address)})  # others are left alone
+        after["addresses"] = sorted((set(br["addresses"]) - {str(a) for a in drop}) | {str(gw.address)})  # others stay
     return actions, {"before": {"bridge": before}, "after": {"bridge": after, "actions": actions}}
+
+
+def run(params, check_mode, run_command):
+    """overlay_gateway's whole run: with ``docker``, Docker's own docker_gwbridge network on the bridge
+    first (_dockernet.ensure_gwbridge: Docker replacing its network deletes and makes the bridge
+    device), then the bridge itself (diff()). Docker is asked before anything changes, so a dead
+    socket changes nothing."""
+    gw = from_params({"gateway_bridge": params["name"], "gateway_subnet": params["subnet"],
+                      "gateway_block_host": params["block_host"]})
+    docker = None
+    if params.get("docker"):
+        from ansible_collections.overlay.vxlan.plugins.module_utils import _dockernet
+        docker = _dockernet.Docker(params.get("docker_socket"))
+        docker.inspect(_dockernet.GWBRIDGE)   # reachable, or refused before anything changes
+    _netns.require_pyroute2()
+    _netns.require_root()
+    apply = not check_mode
+    with _netns.Netlink() as nl:
+        ipr = nl.get(_netns.resolve(None, None))
+        before = _links.view(ipr, _links.find(ipr, gw.name), None)
+        docker_actions, warnings, docker_diff, d_before = [], [], None, None
+        if docker is not None:
+            docker_actions, warnings, d_before, d_after = _dockernet.ensure_gwbridge(
+                docker, gw.name, gw.subnet, gw.router, apply, ports=lambda: bridge_ports(ipr, before))
+            docker_diff = (d_before, d_after)
+        # The address Docker gave the bridge for the network it no longer has (a replaced one).
+        drop = []
+        if docker_actions and d_before and d_before["gateway"] and d_before["subnet"]:
+            drop.append(ipaddress.ip_interface("%s/%s" % (d_before["gateway"], d_before["subnet"].split("/")[1])))
+        actions, diff_ = diff(nl, gw, run_command, apply, before=before, drop=drop)
+        bridge = _links.view(ipr, _links.find(ipr, gw.name), None)
+    result = {"actions": docker_actions + actions, "bridge": bridge, "diff": diff_, "docker_gwbridge": None}
+    if docker_diff is not None:
+        diff_["before"]["docker_gwbridge"], diff_["after"]["docker_gwbridge"] = docker_diff
+        diff_["after"]["actions"] = result["actions"]
+        result.update(docker_gwbridge=docker_diff[1], warnings=warnings)
+    result["changed"] = bool(result["actions"])
+    return result
+
+
+def bridge_ports(ipr, bridge):
+    """Names of the ports of the bridge (as _links.view shows it; None: no bridge)."""
+    if bridge is None:
+        return []
+    return sorted(m.get_attr("IFLA_IFNAME") for m in ipr.get_links() if m.get_attr("IFLA_MASTER") == bridge["ifindex"])
 
 
 def isolate_port(ipr, msg, apply, where):

@@ -48,6 +48,22 @@ options:
         pass). Same as O(overlay.vxlan.overlay_endpoint#module:gateway_block_host).
     type: bool
     default: false
+  docker:
+    description:
+      - Also make Docker's own C(docker_gwbridge) network on this bridge, with O(subnet) and its first address, and
+        Docker's options for it (no traffic between its ports, masquerade), before Docker makes one by itself.
+      - Docker gives every container of a network whose driver wants a gateway (the host agent's plugin
+        C(overlay.vxlan), unless the network is internal) a port on the network named C(docker_gwbridge), and makes
+        it when it is missing with a free subnet of its own pools, which replaces the bridge's address. Made ahead,
+        it keeps O(subnet), and a re-run changes nothing.
+      - One Docker made by itself with another subnet is replaced while no container uses it; with containers on it,
+        it is left alone with a warning. One on another bridge device is left alone.
+      - Docker must be running; its socket is asked before anything changes.
+    type: bool
+    default: false
+  docker_socket:
+    description: Docker's API socket, for O(docker). Default C(/run/docker.sock).
+    type: path
 """
 
 EXAMPLES = r"""
@@ -67,6 +83,10 @@ EXAMPLES = r"""
   overlay.vxlan.overlay_gateway:
     block_host: true
 
+- name: On a host whose Docker uses the agent's plugin, make Docker's docker_gwbridge network on the same bridge
+  overlay.vxlan.overlay_gateway:
+    docker: true
+
 - name: Another bridge name; endpoints then need the same gateway_bridge and gateway_subnet
   overlay.vxlan.overlay_gateway:
     name: ovl_gwbridge
@@ -79,6 +99,13 @@ bridge:
   returned: always
   type: dict
   sample: {name: docker_gwbridge, addresses: [172.18.0.1/16], state: up}
+docker_gwbridge:
+  description: Docker's C(docker_gwbridge) network as it is after the run, with O(docker); null otherwise.
+  returned: always
+  type: dict
+  sample: {id: 5d1c0e.., name: docker_gwbridge, driver: bridge, subnet: 172.18.0.0/16, gateway: 172.18.0.1,
+           bridge: docker_gwbridge, options: {com.docker.network.bridge.enable_icc: "false",
+           com.docker.network.bridge.enable_ip_masquerade: "true"}, containers: []}
 actions:
   description: What was changed (or would be, in check mode).
   returned: always
@@ -88,27 +115,18 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _gateway, _links, _netns
-from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError, fail
+from ansible_collections.overlay.vxlan.plugins.module_utils import _gateway
+from ansible_collections.overlay.vxlan.plugins.module_utils._errors import run
 
 
 def main():
     module = AnsibleModule(argument_spec=dict(name=dict(type="str", default=_gateway.DEFAULT_NAME),
                                               subnet=dict(type="str", default=_gateway.DEFAULT_SUBNET),
-                                              block_host=dict(type="bool", default=False)),
+                                              block_host=dict(type="bool", default=False),
+                                              docker=dict(type="bool", default=False),
+                                              docker_socket=dict(type="path")),
                            supports_check_mode=True)
-    try:
-        _netns.require_pyroute2()
-        _netns.require_root()
-        gw = _gateway.from_params({"gateway_bridge": module.params["name"], "gateway_subnet": module.params["subnet"],
-                                  "gateway_block_host": module.params["block_host"]})
-        with _netns.Netlink() as nl:
-            actions, diff = _gateway.diff(nl, gw, module.run_command, apply=not module.check_mode)
-            ipr = nl.get(_netns.resolve(None, None))
-            bridge = _links.view(ipr, _links.find(ipr, gw.name), None)
-    except OverlayError as e:
-        fail(module, e)
-    module.exit_json(changed=bool(actions), actions=actions, bridge=bridge, diff=diff)
+    run(module, lambda: _gateway.run(module.params, module.check_mode, module.run_command))
 
 
 if __name__ == "__main__":

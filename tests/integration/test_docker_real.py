@@ -290,6 +290,39 @@ def test_dockerd_and_agent_restarts(docker_lab):
     assert endpoint_records(lab) == []
 
 
+def test_a_network_removed_while_the_agent_was_down_is_released(docker_lab):
+    """`docker network rm` while the agent is down: dockerd removes the network all the same and the
+    DeleteNetwork never arrives. Once the agent is back, it finds the NetworkID gone from Docker's list
+    (after the grace) and does what DeleteNetwork would have: this host's use ends in Consul, and the
+    network Docker created goes with its last user."""
+    lab, hosts = docker_lab
+    (_h1, d1, a1) = hosts["docker1"]
+    d1.docker("network", "create", "-d", "overlay.vxlan", "--ipam-driver", "overlay.vxlan", "--subnet", "10.77.0.0/24",
+              "lostnet")
+    docker_id = json.loads(d1.docker("network", "inspect", "lostnet").stdout)[0]["Id"]
+
+    def registered():  # the agent reads the name after Docker stored the network, then writes Consul
+        return [v for k, v in records(lab, "networks").items() if v["name"] == "lostnet"] and \
+            [k for k in kv(lab) if k.startswith("overlay/v1/users/") and k.endswith("/docker1/" + docker_id)]
+    assert wait_until(registered, timeout=15), kv(lab)
+    [record] = [v for k, v in records(lab, "networks").items() if v["name"] == "lostnet"]
+    users = [k for k in kv(lab) if k.startswith("overlay/v1/users/%s/" % record["id"])]
+    assert users == ["overlay/v1/users/%s/docker1/%s" % (record["id"], docker_id)], users
+    a1.stop()
+    try:
+        t0 = time.monotonic()
+        d1.docker("network", "rm", "lostnet")
+        print("docker network rm with the agent down: %.1f s" % (time.monotonic() - t0))
+        assert "overlay/v1/networks/lostnet" in kv(lab), "nothing released while the agent is down"
+    finally:
+        a1.start()
+    # The agent's reconcile runs every gc grace (5 s here) and waits the grace on ids it just saw.
+    assert wait_until(lambda: "overlay/v1/networks/lostnet" not in kv(lab), timeout=30), kv(lab)
+    assert not [k for k in kv(lab) if record["id"] in k]
+    state = json.loads(d1.dir.joinpath("agent-state", "docker-networks.json").read_text())
+    assert docker_id not in state, state
+
+
 def install_cni(host, collection_path, venv):
     """The CNI plugin as docs/cni.md installs it (per-host private /opt/cni and /etc/cni/net.d here), with
     the resolver the overlay_networks role writes when the agent answers names on the gateway bridge."""
@@ -454,35 +487,81 @@ def test_overlay_network_docker_true_makes_dockers_network_on_every_host(docker_
 
 
 def test_the_roles_gateway_bridge_next_to_dockers_docker_gwbridge_stays_idempotent(docker_lab):
-    """overlay_host's gateway step (overlay_gateway on docker_gwbridge) on a host whose Docker uses that
-    bridge for its own containers' egress: a run after Docker attached containers changes nothing."""
+    """overlay_host's gateway step (overlay_gateway on docker_gwbridge, docker: true as the role passes it
+    with the plugin) on a host whose Docker uses that bridge for its own containers' egress.
+
+    Docker, left alone, makes its docker_gwbridge network with a subnet of its own pools and replaces the
+    bridge's address with it. With containers on such a network the step leaves it (a warning) and both
+    addresses stay; without, it replaces it by one with the gateway subnet. From then on Docker keeps the
+    bridge's address and a run changes nothing, containers or not."""
     from overlay_helpers import PLAYBOOKS
     lab, hosts = docker_lab
     (h0, d0, _a0), (h1, d1, _a1) = hosts["docker0"], hosts["docker1"]
 
-    def gateway(**kw):
-        return lab.ansible_playbook(str(PLAYBOOKS / "host_parts.yml"), limit="docker0", **kw).assert_ok()
+    def gateway(docker=True, **kw):
+        r = lab.ansible_playbook(str(PLAYBOOKS / "host_parts.yml"), limit="docker0", diff=True,
+                                 extra_vars={"gateway_args": {"docker": docker, "docker_socket": d0.sock}}, **kw)
+        return r.assert_ok().results("docker0", "Gateway")
 
-    gateway()
+    def bridge_addresses():
+        out = h0.run(["ip", "-4", "-o", "addr", "show", "dev", "docker_gwbridge"]).stdout.split()
+        return {a for a in out if "/" in a}
+
+    def gwnet():
+        return json.loads(d0.docker("network", "inspect", "docker_gwbridge").stdout)[0]
+
+    def egress(name):
+        r = d0.docker("exec", name, "ping", "-c", "1", "-W", "2", "198.51.100.1", check=False)
+        assert r.returncode == 0, r.stdout + r.stderr
+
     ensure_demonet(d0, d1)
+    # As on a host the role set up before this: the gateway bridge with its 172.18.0.1/16 and no Docker
+    # network on it (earlier tests' one goes, with its device), then a container on the overlay. Docker
+    # makes its docker_gwbridge with a free subnet of its pools and puts that address in place of ours.
+    if d0.docker("network", "inspect", "docker_gwbridge", check=False).returncode == 0:
+        d0.docker("network", "rm", "docker_gwbridge")
+    gateway(docker=False)
+    assert bridge_addresses() == {"172.18.0.1/16"}
     run_d(d0, "G0")
     try:
-        r = d0.docker("exec", "G0", "ping", "-c", "1", "-W", "2", "198.51.100.1", check=False)
-        assert r.returncode == 0, r.stdout + r.stderr   # egress through Docker's side of the bridge
-        # Docker set the bridge's address to one of its own pool when it made its docker_gwbridge network
-        # there. The next run adds ours back and leaves Docker's: both kinds of containers keep egress,
-        # and the run after it changes nothing.
-        docker_addresses = {a for a in h0.run(["ip", "-4", "-o", "addr", "show", "dev", "docker_gwbridge"]).stdout.split()
-                            if "/" in a} - {"172.18.0.1/16"}
-        gateway(diff=True)
-        have = set(h0.run(["ip", "-4", "-o", "addr", "show", "dev", "docker_gwbridge"]).stdout.split())
-        assert "172.18.0.1/16" in have and docker_addresses <= have, (have, docker_addresses)
-        again = gateway(diff=True)
-        call = again.results("docker0", "Gateway")
-        assert not call["changed"], call.get("actions")
-        r = d0.docker("exec", "G0", "ping", "-c", "1", "-W", "2", "198.51.100.1", check=False)
-        assert r.returncode == 0, r.stdout + r.stderr
+        own = gwnet()["IPAM"]["Config"][0]["Subnet"]
+        assert own != "172.18.0.0/16", own
+        assert "172.18.0.1/16" not in bridge_addresses(), bridge_addresses()
+        egress("G0")
+        # With G0 on it: left alone, with a warning naming it; our address joins Docker's on the bridge.
+        call = gateway()
+        assert any("G0" in w and "left alone" in w for w in call.get("warnings", [])), call
+        assert call["docker_gwbridge"]["subnet"] == own and "172.18.0.1/16" in bridge_addresses(), call
+        egress("G0")
+        assert not gateway()["changed"]
     finally:
         d0.docker("rm", "-f", "G0", check=False)
-    again = gateway(diff=True)
-    assert not again.results("docker0", "Gateway")["changed"], again.results("docker0", "Gateway").get("actions")
+
+    # No container on it: check mode plans the replacement and changes nothing; the run replaces it.
+    planned = lab.ansible_playbook(str(PLAYBOOKS / "host_parts.yml"), limit="docker0", diff=True, check=True,
+                                   extra_vars={"gateway_args": {"docker": True, "docker_socket": d0.sock}})
+    call = planned.assert_ok().results("docker0", "Gateway")
+    assert call["changed"] and any(a.startswith("docker: replace network docker_gwbridge") for a in call["actions"])
+    assert gwnet()["IPAM"]["Config"][0]["Subnet"] == own
+    call = gateway()
+    assert call["changed"] and call["docker_gwbridge"]["subnet"] == "172.18.0.0/16", call
+    assert call["diff"]["before"]["docker_gwbridge"]["subnet"] == own, call["diff"]
+    assert bridge_addresses() == {"172.18.0.1/16"}, bridge_addresses()   # the replaced network's address went
+    info = gwnet()
+    assert info["Options"]["com.docker.network.bridge.name"] == "docker_gwbridge", info
+    assert info["Options"]["com.docker.network.bridge.enable_icc"] == "false", info
+
+    # Docker now uses it as it is: a new container leaves the bridge's address alone and has egress, and
+    # neither a run with it nor one after it changes anything.
+    run_d(d0, "G1")
+    try:
+        egress("G1")
+        assert "172.18.0.1/16" in bridge_addresses()
+        eth1 = d0.docker("exec", "G1", "ip", "-4", "-o", "addr", "show", "eth1").stdout
+        assert " 172.18." in eth1, eth1
+        call = gateway()
+        assert not call["changed"] and not [w for w in call.get("warnings", []) if "docker_gwbridge" in w], call
+        assert bridge_addresses() == {"172.18.0.1/16"}, bridge_addresses()
+    finally:
+        d0.docker("rm", "-f", "G1", check=False)
+    assert not gateway()["changed"]

@@ -92,7 +92,7 @@ log "building image (hash ${want_hash:0:12}, was ${have_hash:0:12})"
 t0=$SECONDS
 
 # --- 4. work area and cleanup -------------------------------------------------------
-WORK="$(mktemp -d "$VM_CACHE/build.XXXXXX")"
+WORK="$(realpath "$(mktemp -d "$VM_CACHE/build.XXXXXX")")"  # as /proc/mounts names it (cleanup)
 ROOT="$WORK/rootfs"
 cleanup() {
     # Unmount anything still mounted below the chroot before deleting it.
@@ -153,7 +153,8 @@ cp "$TARGET_REQS" "$ROOT/tmp/requirements-target.txt"
 in_root python3 -m venv /opt/overlay-venv
 in_root /opt/overlay-venv/bin/pip install -q --disable-pip-version-check --no-index \
     --find-links /tmp/wheels -r /tmp/requirements-target.txt
-in_root /opt/overlay-venv/bin/python -c 'import pyroute2, consul; print("pyroute2", pyroute2.__version__)' >&2
+# The modules need pyroute2 only (they speak Consul's HTTP API themselves).
+in_root /opt/overlay-venv/bin/python -c 'import pyroute2; print("pyroute2", pyroute2.__version__)' >&2
 rm -rf "$ROOT/tmp/wheels" "$ROOT/tmp/requirements-target.txt"
 
 # --- 8. system configuration --------------------------------------------------------------

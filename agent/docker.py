@@ -374,6 +374,15 @@ class Plugin:
                               % docker_id[:12])
         return entry
 
+    def _record(self, store, entry):
+        """The overlay network of a map entry: read by its name (one request) and checked by id, or
+        found by id (a listing of every network) when that name holds no longer this one."""
+        if entry.get("name"):
+            record = _records.read_network(store, self.layout, entry["name"])[0]
+            if isinstance(record, dict) and record.get("id") == entry["id"]:
+                return record
+        return _records.lookup(store, self.layout, entry["id"])[0]
+
     def NetworkDriver_DeleteNetwork(self, body):
         docker_id = body.get("NetworkID")
         entry = self.networks.pop(docker_id)
@@ -382,7 +391,7 @@ class Plugin:
         try:
             store = self.store()
             try:
-                record = _records.lookup(store, self.layout, entry["id"])[0]
+                record = self._record(store, entry)
             except OverlayError:  # removed from Consul already: this host's part may still be here
                 record = {"id": entry["id"], "name": entry.get("name")}
             outcome = _network.leave_runtime_network(store, self.layout, entry["id"], self.host, docker_id)
@@ -452,7 +461,7 @@ class Plugin:
         ip = iface["Address"].split("/")[0]
         mac = iface.get("MacAddress") or None
         store = self.store()
-        record, _index = _records.lookup(store, self.layout, entry["id"])
+        record = self._record(store, entry)
         pending = _records.pending_claim(store, self.layout, record, ip, self.host)
         params = self._engine_params(network=record["name"], name=endpoint_id, endpoint_id=endpoint_id, ip=ip,
                                      mac=mac, handoff=True, pending=pending, ifname=_endpoint.HANDOFF_END % endpoint_id[:10],
@@ -468,7 +477,7 @@ class Plugin:
         if entry is None or not entry.get("id"):
             return {}
         try:
-            record = _records.lookup(self.store(), self.layout, entry["id"])[0]
+            record = self._record(self.store(), entry)
         except OverlayError:
             return {}  # the network is gone from Consul: nothing of this endpoint is left there
         _endpoint.run(self._engine_params(network=record["name"], name=body.get("EndpointID"), state="absent"),
@@ -495,7 +504,7 @@ class Plugin:
             return
         try:
             store = self.store()
-            record = _records.lookup(store, self.layout, entry["id"])[0]
+            record = self._record(store, entry)
             _records.set_aliases(store, self.layout, record, endpoint_id, names)
         except OverlayError as e:
             self.log("endpoint %s: its names %s were not stored: %s" % (endpoint_id[:12], names, _message(e)))

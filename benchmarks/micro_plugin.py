@@ -80,7 +80,9 @@ def inner(args):
         if n == args.profile:
             prof.disable()
             out = io.StringIO()
-            pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(45)
+            stats = pstats.Stats(prof, stream=out)
+            stats.sort_stats("cumulative").print_stats(45)
+            stats.print_callers(r"_consul.py.*\((get|get_tree|_read|values|keys|commit|get_trees)\)")  # who asks Consul
             sys.stderr.write(out.getvalue())
         times["CreateEndpoint"].append(t)
         if n == args.profile:

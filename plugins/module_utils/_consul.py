@@ -359,24 +359,12 @@ class Consul:
         """get_tree() of each prefix, {prefix: tree}, in ONE read-only transaction (one request, one
         consistent view): for a reader that needs several parts of the store but not all of it. The
         prefixes must not overlap (none the start of another); ``known``: {prefix: an earlier tree}."""
-        ops = [{"KV": {"Verb": "get-tree", "Key": prefix}} for prefix in prefixes]
-        what = "reading %s" % ", ".join(prefixes)
-        code, body = self._request("PUT", "/v1/txn", what, data=json.dumps(ops),
-                                   refused=" and ".join(self._needs(p) for p in prefixes))
-        try:
-            answer = json.loads(body) if code in (200, 409) else None
-        except ValueError:
-            raise OverlayError("Consul at %s: %s returned something that is not JSON: %r" % (self.url, what, body[:80]))
-        if code != 200 or not isinstance(answer, dict):
-            errors = "; ".join(str(e.get("What")) for e in (answer or {}).get("Errors") or ()) or body.strip()[:200]
-            if "Permission denied" in errors:
-                raise self._denied(what, errors, None)
-            raise OverlayError("Consul at %s: %s failed with HTTP %s: %s" % (self.url, what, code, errors))
+        results = self._read_txn(prefixes, "reading %s" % ", ".join(prefixes))
         # The results come op after op, each op's keys under its prefix: split where they stop being.
         trees = {prefix: {} for prefix in prefixes}
         known = known or {}
         current, prefix, tree, seen = -1, "", None, {}
-        for r in answer.get("Results") or ():
+        for r in results:
             item = r.get("KV") or {}
             key = item.get("Key", "")
             if tree is None or not key.startswith(prefix):
@@ -393,6 +381,38 @@ class Consul:
             else:
                 tree.update(_entries([item], on_bad, None))
         return trees
+
+    def get_many(self, keys):
+        """{key: (value, modify_index)} of those ``keys`` that exist, in one read-only transaction per
+        TXN_MAX_OPS keys instead of a request each (a missing key is simply not in the answer)."""
+        found = {}
+        wanted = set(keys)
+        keys = list(dict.fromkeys(keys))
+        for start in range(0, len(keys), TXN_MAX_OPS):
+            part = keys[start:start + TXN_MAX_OPS]
+            # get-tree, not get: a get of a missing key fails the whole transaction. A key's tree may
+            # hold longer keys too (…/192.168.0.1 holds …/192.168.0.10): only the exact ones count.
+            items = [r.get("KV") or {} for r in self._read_txn(
+                part, "reading %s" % (part[0] if len(part) == 1 else "%s and %d more keys" % (part[0], len(part) - 1)),
+                refused='key_prefix "%s/" read' % self.settings["prefix"])]
+            found.update(_entries([i for i in items if i.get("Key") in wanted], None, None))
+        return found
+
+    def _read_txn(self, prefixes, what, refused=None):
+        """The Results of one read-only transaction: a get-tree of each prefix."""
+        ops = [{"KV": {"Verb": "get-tree", "Key": prefix}} for prefix in prefixes]
+        code, body = self._request("PUT", "/v1/txn", what, data=json.dumps(ops),
+                                   refused=refused or " and ".join(self._needs(p) for p in prefixes))
+        try:
+            answer = json.loads(body) if code in (200, 409) else None
+        except ValueError:
+            raise OverlayError("Consul at %s: %s returned something that is not JSON: %r" % (self.url, what, body[:80]))
+        if code != 200 or not isinstance(answer, dict):
+            errors = "; ".join(str(e.get("What")) for e in (answer or {}).get("Errors") or ()) or body.strip()[:200]
+            if "Permission denied" in errors:
+                raise self._denied(what, errors, None)
+            raise OverlayError("Consul at %s: %s failed with HTTP %s: %s" % (self.url, what, code, errors))
+        return answer.get("Results") or ()
 
     def value(self, key):
         """The decoded value of key, or None."""

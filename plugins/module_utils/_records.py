@@ -320,14 +320,15 @@ def read_item_state(store, layout, network, wanted):
     transaction that creates them still checks every key it creates, so a claim made after this
     read loses the race there, never silently. No gateway claims (a runtime gives egress)."""
     existing, ips, macs = {}, {}, {}
-    for name, ip, mac in wanted:
-        key = layout.endpoint(network["id"], name)
-        value, index = store.get(key)
+    keys = [(name, ip, mac, layout.endpoint(network["id"], name), layout.ip_claim(network["id"], ip),
+             layout.mac_claim(network["id"], mac)) for name, ip, mac in wanted]
+    found = store.get_many([k for item in keys for k in item[3:]])  # one request, not three per endpoint
+    for name, ip, mac, key, ip_key, mac_key in keys:
+        value, index = found.get(key, (None, 0))
         if isinstance(value, dict):
             existing[value.get("name", name)] = Entry(key, value, index)
-        for claims, claim_key, item in ((ips, layout.ip_claim(network["id"], ip), ip),
-                                        (macs, layout.mac_claim(network["id"], mac), mac)):
-            value = store.get(claim_key)[0]
+        for claims, claim_key, item in ((ips, ip_key, ip), (macs, mac_key, mac)):
+            value = found.get(claim_key, (None, 0))[0]
             if value is not None:
                 claims[item] = value.get("endpoint") if isinstance(value, dict) else None
     return existing, ips, macs, set()

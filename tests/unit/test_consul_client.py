@@ -207,3 +207,25 @@ def test_a_malformed_value_can_be_skipped(agent):
     bad = []
     tree = s.get_tree("overlay/unit/bad/", on_bad=lambda k, r: bad.append(k))
     assert bad == ["overlay/unit/bad/y"] and tree["overlay/unit/bad/z"][0] == {"ok": True}
+
+
+def test_get_many_reads_exact_keys_in_one_transaction_per_64(agent, request, proxy):
+    """get_many: only the keys asked for (a key's tree also holds longer keys: 10.0.0.1 and 10.0.0.10),
+    none for a missing key, the same (value, index) pairs get() gives; 130 keys in 3 requests; a read-only
+    token may read, a token without read is refused at once, naming what it needs."""
+    s = store(PORT)
+    k = "overlay/unit/%s/" % request.node.name
+    s.commit([_consul.op_create(k + "ip/10.0.0.1", {"e": 1}), _consul.op_create(k + "ip/10.0.0.10", {"e": 10})])
+    got = s.get_many([k + "ip/10.0.0.1", k + "ip/10.0.0.2", k + "ip/10.0.0.1"])
+    assert got == {k + "ip/10.0.0.1": s.get(k + "ip/10.0.0.1")}, got
+    assert s.get_many([]) == {}
+    many = [k + "n/%03d" % i for i in range(130)]
+    for start in range(0, len(many), 60):
+        s.commit([_consul.op_create(key, i) for i, key in enumerate(many[start:start + 60], start)])
+    before = len(proxy.log)
+    values = store(proxy.address[1]).get_many(many)
+    assert {key: v for key, (v, _i) in values.items()} == {key: i for i, key in enumerate(many)}
+    assert [(m, p) for _mode, m, p in proxy.log[before:]] == [("PUT", "/v1/txn")] * 3, proxy.log[before:]
+    assert store(PORT, token=READER).get_many(many[:2]) == {key: values[key] for key in many[:2]}
+    with pytest.raises(_consul.ConsulPermissionDenied, match='key_prefix "overlay/" read'):
+        store(PORT, token="0b8e5a34-0000-4000-8000-00000000dead").get_many(many[:2])

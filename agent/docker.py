@@ -245,23 +245,33 @@ class Plugin:
         try:
             ip, _key, _index = _records.claim_address(store, self.layout, record, index, self.host, wanted)
         except OverlayError:
-            if not (wanted and self.gc and self._collect()):
+            if not (wanted and self.gc):
                 raise
             # --ip held by an endpoint of this host whose delete never arrived (the agent was down when
-            # dockerd cleaned up): the collection just released what was provably dead; ask once more.
-            ip, _key, _index = _records.claim_address(store, self.layout, record, index, self.host, wanted)
+            # dockerd cleaned up): the collection releases what is provably dead; ask again after it (a
+            # pass whose batch met a change meanwhile is run again, a few times).
+            for attempt in range(3):
+                released, again = self._collect()
+                if not released:
+                    raise
+                try:
+                    ip, _key, _index = _records.claim_address(store, self.layout, record, index, self.host, wanted)
+                    break
+                except OverlayError:
+                    if not again or attempt == 2:
+                        raise
         return {"Address": "%s/%d" % (ip, subnet.prefixlen), "Data": {}}
 
     def _collect(self):
-        """One garbage-collection pass of this host (dead runtime endpoints go at once); True when it
-        released anything."""
+        """One garbage-collection pass of this host (dead runtime endpoints go at once): (whether it
+        found anything to release, whether a batch met a change and was not applied)."""
         with _hostlock.HostLock(), _netns.Netlink() as nl:
             underlay = _underlay.local(nl.get(_netns.resolve(None, None)), self.params, self.host)
             findings = _gc.collect(nl, self.store(), self.layout, underlay, self.layout.prefix,
                                    grace=self.params.get("gc_grace", _gc.DEFAULT_GRACE))
         for f in findings:
             self.log("gc: %s %s: %s (%s)" % (f["kind"], f.get("key") or f.get("device"), f["reason"], f["action"]))
-        return any(f["action"] == "release" for f in findings)
+        return (any(f["action"] == "release" for f in findings), any(f["action"] == "look again" for f in findings))
 
     def IpamDriver_ReleaseAddress(self, body):
         try:

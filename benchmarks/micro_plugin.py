@@ -83,6 +83,7 @@ def inner(args):
             stats = pstats.Stats(prof, stream=out)
             stats.sort_stats("cumulative").print_stats(45)
             stats.print_callers(r"_consul.py.*\((get|get_tree|_read|values|keys|commit|get_trees)\)")  # who asks Consul
+            stats.print_callers(r"_links.py.*\(find\)")  # and netlink, by name
             sys.stderr.write(out.getvalue())
         times["CreateEndpoint"].append(t)
         if n == args.profile:

@@ -265,9 +265,12 @@ def secure(nl, network, records, apply):
     if not (enabled(network) and records and ns.exists()):
         return None
     ipr = nl.get(ns)
-    br = _links.find(ipr, _overlay_ns.BRIDGE)
+    try:
+        br_index = _links.bridge_index(ipr, _overlay_ns.BRIDGE, "network")  # remembered by the attach's build
+    except OverlayError:
+        return None
     ports = [(r, _links.find(ipr, port_name(r))) for r in records]
-    if br is None or any(port is None or port.get_attr("IFLA_MASTER") != br["index"] for _r, port in ports):
+    if any(port is None or port.get_attr("IFLA_MASTER") != br_index for _r, port in ports):
         return None
     actions = []
     for record, port in ports:
@@ -276,8 +279,8 @@ def secure(nl, network, records, apply):
                     "br0 neigh: %s lladdr %s" % (record["ip"], mac)]
         if apply:
             ipr.brport("set", index=port["index"], learning=0, proxyarp=1)
-            ipr.fdb("replace", ifindex=port["index"], lladdr=mac, master=br["index"], state=NUD_NOARP)
-            ipr.neigh("replace", ifindex=br["index"], dst=record["ip"], lladdr=mac, state=NUD_PERMANENT)
+            ipr.fdb("replace", ifindex=port["index"], lladdr=mac, master=br_index, state=NUD_NOARP)
+            ipr.neigh("replace", ifindex=br_index, dst=record["ip"], lladdr=mac, state=NUD_PERMANENT)
     return ["anti-spoofing: %s" % a for a in actions]
 
 

@@ -428,9 +428,11 @@ def attach(nl, store, layout, network, index, gw, underlay, items, params, setti
             records[record["name"]] = record
             if apply:
                 _records.update_endpoint(store, layout, entry, record)
-        host_actions, vx_index = _overlay_ns.ensure(nl, network, apply, settings["prefix"])
-        actions += host_actions
-        narrow = narrow and not host_actions  # a repaired br0 (its MAC set: neighbours flushed) needs it all
+        vx_index = _overlay_ns.intact(nl, network, settings["prefix"]) if narrow else None
+        if vx_index is None:
+            host_actions, vx_index = _overlay_ns.ensure(nl, network, apply, settings["prefix"])
+            actions += host_actions
+            narrow = narrow and not host_actions  # a repaired br0 (its MAC set: neighbours flushed) needs it all
         everyone = list(records.values()) + created
         # Before any new port joins br0: the table exists with the new ports' elements (fail closed).
         admitted = _antispoof.admit(nl, network, created, apply) if narrow else None

@@ -120,8 +120,13 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
         for start in range(0, len(ops), _consul.TXN_MAX_OPS):
             try:
                 store.commit(ops[start:start + _consul.TXN_MAX_OPS])
-            except _consul.TxnConflict:
+            except _consul.TxnConflict as e:
                 committed = False  # something changed meanwhile: the next pass looks again
+                part = ops[start:start + _consul.TXN_MAX_OPS]
+                keys = [part[i]["KV"]["Key"] for i, _what in e.errors if isinstance(i, int) and i < len(part)]
+                findings.append({"kind": "store", "key": ", ".join(keys) or "a key of this batch",
+                                 "reason": "changed since this pass read it: nothing of this batch was released",
+                                 "action": "look again"})
         if committed:
             _forget_released(nl, layout, underlay, networks, records, deletes)
     return findings

@@ -146,6 +146,27 @@ def bridge_mac(network):
     return _keys.mac_for(network["gateway"])
 
 
+def intact(nl, network, prefix="overlay"):
+    """vxlan0's index when this host's part of ``network`` holds what a new port needs, read with two
+    point requests (br0 and vxlan0) instead of ensure()'s full check; None when anything differs
+    (then ensure() repairs it). For a runtime's scoped attach (_endpoint.scoped), whose host runs the
+    agent's peers sync: br0 a bridge, up, with its own MAC, MTU and label; vxlan0 with the network's
+    settings, up, on br0. What is left out (br0's address, lo, the VXLAN firewall) is the sync's to
+    repair on its full passes, with everything else of the network."""
+    ipr = nl.get(namespace(network))
+    br, vx = _links.find(ipr, BRIDGE), _links.find(ipr, VXLAN)
+    up = _links.IFF_UP
+    if (br is None or vx is None or _links.kind(br) != "bridge" or not br["flags"] & up or not vx["flags"] & up
+            or br.get("IFLA_MTU") != network["mtu"] or vx.get("IFLA_MTU") != network["mtu"]
+            or (br.get("IFLA_ADDRESS") or "").lower() != bridge_mac(network)
+            or br.get("IFLA_IFALIAS") != alias(network, prefix)
+            or vx.get("IFLA_MASTER") != br["index"] or not _vxlan_matches(vx, network)):
+        return None
+    if isinstance(getattr(ipr, "bridges", None), dict):
+        ipr.bridges[BRIDGE] = br["index"]  # the ports built next find their master without a read
+    return vx["index"]
+
+
 def ensure(nl, network, apply, prefix="overlay"):
     """Namespace, br0 and vxlan0 as the network record says. Returns (actions, vxlan index or None).
 

@@ -320,9 +320,10 @@ def read_item_state(store, layout, network, wanted):
     transaction that creates them still checks every key it creates, so a claim made after this
     read loses the race there, never silently. No gateway claims (a runtime gives egress)."""
     existing, ips, macs = {}, {}, {}
-    keys = [(name, ip, mac, layout.endpoint(network["id"], name), layout.ip_claim(network["id"], ip),
+    # (No record key for a nameless claim, claim_address's: the endpoints directory is no record.)
+    keys = [(name, ip, mac, layout.endpoint(network["id"], name) if name else None, layout.ip_claim(network["id"], ip),
              layout.mac_claim(network["id"], mac)) for name, ip, mac in wanted]
-    found = store.get_many([k for item in keys for k in item[3:]])  # one request, not three per endpoint
+    found = store.get_many([k for item in keys for k in item[3:] if k])  # one request, not three per endpoint
     for name, ip, mac, key, ip_key, mac_key in keys:
         value, index = found.get(key, (None, 0))
         if isinstance(value, dict):

@@ -187,6 +187,17 @@ def test_docker_calls_build_one_cluster_network_and_reach_across_hosts(lab_facto
     assert c2["address"] == "192.168.0.100/24", c2  # the released address is free again
     assert wait_until(lambda: ping(d1, "c2", c1["address"].split("/")[0], wait=1), timeout=5)
 
+    # Drift met by a scoped CreateEndpoint (the agent's sync runs): vxlan0 deleted, br0's MTU changed by
+    # hand. Its two point reads see it, and the full ensure builds the overlay namespace back.
+    ns_exec(d1, ns, ["ip", "link", "del", "vxlan0"], check=True)
+    ns_exec(d1, ns, ["ip", "link", "set", "br0", "mtu", "1300"], check=True)
+    d1.add_netns("c3")
+    c3 = docker_run(d1, s1, "b" * 64, "e3" * 32, pool1["PoolID"], "c3")
+    assert "address" in c3, c3
+    links = {i["ifname"]: i for i in json.loads(ns_exec(d1, ns, ["ip", "-j", "-d", "link", "show"], check=True).stdout)}
+    assert links["br0"]["mtu"] == nets[0]["mtu"] and links["vxlan0"]["master"] == "br0", links
+    assert "UP" in links["vxlan0"]["flags"] and links["vxlan0"]["linkinfo"]["info_data"]["id"] == nets[0]["vni"]
+
 
 def test_parallel_docker_runs_on_two_hosts_never_share_an_address_and_lost_releases_are_collected(
         lab_factory, collection_path, tmp_path):

@@ -144,6 +144,9 @@ def run(params, check_mode, run_command):
             docker_actions, warnings, d_before, d_after = _dockernet.ensure_gwbridge(
                 docker, gw.name, gw.subnet, gw.router, apply, ports=lambda: bridge_ports(ipr, before))
             docker_diff = (d_before, d_after)
+            if docker_actions and apply:  # Docker changed the bridge (or deleted and made it): read it afresh
+                nl.wrote()
+                nl.links_moved()
         # The address Docker gave the bridge for the network it no longer has (a replaced one).
         drop = []
         if docker_actions and d_before and d_before["gateway"] and d_before["subnet"]:

@@ -499,8 +499,9 @@ def test_the_roles_gateway_bridge_next_to_dockers_docker_gwbridge_stays_idempote
     (h0, d0, _a0), (h1, d1, _a1) = hosts["docker0"], hosts["docker1"]
 
     def gateway(docker=True, **kw):
+        args = dict({"docker": docker, "docker_socket": d0.sock}, **kw.pop("args", {}))
         r = lab.ansible_playbook(str(PLAYBOOKS / "host_parts.yml"), limit="docker0", diff=True,
-                                 extra_vars={"gateway_args": {"docker": docker, "docker_socket": d0.sock}}, **kw)
+                                 extra_vars={"gateway_args": args}, **kw)
         return r.assert_ok().results("docker0", "Gateway")
 
     def bridge_addresses():
@@ -565,3 +566,15 @@ def test_the_roles_gateway_bridge_next_to_dockers_docker_gwbridge_stays_idempote
     finally:
         d0.docker("rm", "-f", "G1", check=False)
     assert not gateway()["changed"]
+
+    # Docker made the device itself (no bridge before it), and the gateway subnet is another one: Docker
+    # deletes a device it made with its network, so the run reads the bridge afresh after the replacement.
+    d0.docker("network", "rm", "docker_gwbridge")   # ours: Docker leaves the device it did not make
+    h0.run(["ip", "link", "del", "docker_gwbridge"])
+    run_d(d0, "G2")
+    d0.docker("rm", "-f", "G2")
+    assert gwnet()["IPAM"]["Config"][0]["Subnet"] != "172.30.0.0/16"
+    call = gateway(args={"subnet": "172.30.0.0/16"})
+    assert call["changed"] and call["docker_gwbridge"]["subnet"] == "172.30.0.0/16", call
+    assert bridge_addresses() == {"172.30.0.1/16"}, bridge_addresses()
+    assert not gateway(args={"subnet": "172.30.0.0/16"})["changed"]

@@ -386,7 +386,7 @@ class Plugin:
 
     def _record(self, store, entry):
         """The overlay network of a map entry: read by its name (one request) and checked by id, or
-        found by id (a listing of every network) when that name holds no longer this one."""
+        found by id (a listing of every network) when that name no longer holds this one."""
         if entry.get("name"):
             record = _records.read_network(store, self.layout, entry["name"])[0]
             if isinstance(record, dict) and record.get("id") == entry["id"]:

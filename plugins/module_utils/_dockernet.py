@@ -225,10 +225,11 @@ def ensure_gwbridge(docker, bridge, subnet, gateway, apply, ports=lambda: []):
 
     One Docker made by itself (another subnet) is replaced when nothing uses it: it holds nothing but
     Docker's defaults, and Docker makes it again on demand. Docker deletes a bridge network's device
-    with the network (bridge.go, deleteNetwork), so "nothing" means no container on Docker's side and
-    no port on the bridge (``ports()``: this host's other endpoints); otherwise it is left alone with a
-    warning, both addresses stay on the bridge and every container keeps its way out. One on another
-    bridge device is not this bridge's business."""
+    with the network when it made the device itself (bridge.go, deleteNetwork), and its API does not
+    tell who did, so "nothing" means no container on Docker's side and no port on the bridge
+    (``ports()``: this host's other endpoints); otherwise it is left alone with a warning, both
+    addresses stay on the bridge and every container keeps its way out. One on another bridge device
+    is not this bridge's business. The caller reads the bridge afresh after a replacement."""
     have = docker.gwbridge()
     want = gwbridge_wanted(bridge, subnet, gateway)
     if have is not None:

@@ -43,4 +43,6 @@ def run(module, work):
         module.fail_json(msg="unexpected %s%s during the run: %s" % (
             type(e).__name__, " (errno %s)" % errno_ if errno_ else "", e), exception=traceback.format_exc())
         return
+    for warning in result.pop("warnings", None) or ():  # exit_json(warnings=...) is deprecated
+        module.warn(warning)
     module.exit_json(**result)

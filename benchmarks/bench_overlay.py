@@ -288,8 +288,10 @@ class Bench:
              "per_endpoint_main_s": med(att, "main_s") / N_ENDPOINTS,
              "per_endpoint_main_cpu_s": med(att, "main_cpu_s") / N_ENDPOINTS,
              "attach_changed": all(r["result"].get("changed") for r in att),
+             "attach_children_cpu_s": med(att, "main_children_cpu_s") if "main_children_cpu_s" in att[0] else None,
              "detach_main_s": med(det, "main_s"), "detach_main_cpu_s": med(det, "main_cpu_s"),
              "rerun_unchanged_main_s": again["main_s"], "rerun_unchanged_main_cpu_s": again["main_cpu_s"],
+             "rerun_unchanged_children_cpu_s": again.get("main_children_cpu_s"),
              "rerun_changed": again["result"].get("changed")}
         if self.profile:
             det_prof = RESULTS / "detach50.prof"
@@ -617,10 +619,15 @@ def report(r: dict) -> str:
                  f"{len(d['attach_main_s_runs'])}: {fmt_s(d['attach_main_s'])} = {d['per_endpoint_main_s'] * 1000:.1f} ms/endpoint "
                  f"(best {fmt_s(d['attach_main_s_best'])})")
         L.append(f"     CPU time of main() {fmt_s(d['attach_main_cpu_s'])} = {d['per_endpoint_main_cpu_s'] * 1000:.1f} ms/endpoint "
-                 f"(the rest of the wall time: waiting for the CPU, forked helpers, Consul, iptables)")
+                 f"(the rest of the wall time: waiting for the CPU, forked helpers, Consul, iptables)"
+                 + (f"; forked helpers (iptables, nft without libnftables) {fmt_s(d['attach_children_cpu_s'])} more"
+                    if d.get("attach_children_cpu_s") is not None else ""))
         L.append(f"     + imports {fmt_s(d['attach_import_s'])}; whole python process {fmt_s(d['attach_process_wall_s'])}; "
                  f"re-run with nothing to change {fmt_s(d['rerun_unchanged_main_s'])} "
-                 f"(CPU {fmt_s(d['rerun_unchanged_main_cpu_s'])}, changed={d['rerun_changed']}); "
+                 f"(CPU {fmt_s(d['rerun_unchanged_main_cpu_s'])}"
+                 + (f" + {fmt_s(d['rerun_unchanged_children_cpu_s'])} in forked helpers"
+                    if d.get("rerun_unchanged_children_cpu_s") is not None else "")
+                 + f", changed={d['rerun_changed']}); "
                  f"detach 50 {fmt_s(d['detach_main_s'])} (CPU {fmt_s(d['detach_main_cpu_s'])})")
         if d.get("attach_maxrss_mib"):
             L.append(f"     peak RSS of the module process (module_driver.py, getrusage ru_maxrss) for the attach of "

@@ -13,7 +13,7 @@ and detached again CHANGES times, and for each:
   wakes) to the instant each of the 9 receivers' vxlan0 has X's FDB entry (netlink notifications,
   RTMGRP_NEIGH, read by this process from a socket in each overlay namespace); the detach likewise
   from the record's deletion to the entry's removal;
-- CPU: utime+stime of each agent process (/proc/PID/stat) from before the module run to after
+- CPU: utime+stime of each agent process and of the helpers it forked and waited for (/proc/PID/stat) from before the module run to after
   every agent went back to waiting, summed over the 9 and divided by 9 (per agent per change);
 - Consul's load: the dev agent logs every HTTP request it answers ("Request finished ... from=");
   requests from the 9 receivers' addresses in the window, divided by the changes; the health probes
@@ -73,10 +73,11 @@ def mac_for(ip):
 # ------------------------------------------------------------------------------ observation
 
 def proc_cpu(pid):
-    """utime + stime of a process (its threads, live and gone), seconds."""
+    """utime + stime of a process (its threads, live and gone) and of the children it waited for
+    (forked helpers such as iptables, or nft where libnftables is missing), seconds."""
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return sum(int(x) for x in fields[11:15]) / CLK_TCK
 
 
 def proc_mem(pid):

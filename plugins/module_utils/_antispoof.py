@@ -355,8 +355,7 @@ def reconcile(nl, network, endpoints, my_vtep, apply):
     on = enabled(network)
     local = [e for e in endpoints if e.get("vtep") == my_vtep]
     actions = _table_actions(ns, network, local, on, apply)
-    port_msgs = {m.get_attr("IFLA_IFNAME"): m for m in ipr.get_links()
-                 if m.get_attr("IFLA_MASTER") == br["index"]}
+    port_msgs = {m.get_attr("IFLA_IFNAME"): m for m in _links.ports(ipr, br["index"])}
     actions += _port_actions(ipr, port_msgs, _overlay_ns.VXLAN, on, apply)
     ports = {name: m["index"] for name, m in port_msgs.items()}
     want_fdb, want_neigh = {}, {}

@@ -219,9 +219,10 @@ def gwbridge_wanted(bridge, subnet, gateway):
             "bridge": bridge, "options": dict(sorted(GWBRIDGE_OPTIONS.items())), "containers": []}
 
 
-def ensure_gwbridge(docker, bridge, subnet, gateway, apply, ports=lambda: []):
+def ensure_gwbridge(docker, have, bridge, subnet, gateway, apply, ports=lambda: []):
     """Docker's docker_gwbridge network on the gateway bridge ``bridge`` with its ``subnet`` and
-    ``gateway``: (actions, warnings, before, after).
+    ``gateway``, from ``have`` (docker.gwbridge(), read by the caller): (actions, warnings, before,
+    after).
 
     One Docker made by itself (another subnet) is replaced when nothing uses it: it holds nothing but
     Docker's defaults, and Docker makes it again on demand. Docker deletes a bridge network's device
@@ -230,7 +231,6 @@ def ensure_gwbridge(docker, bridge, subnet, gateway, apply, ports=lambda: []):
     (``ports()``: this host's other endpoints); otherwise it is left alone with a warning, both
     addresses stay on the bridge and every container keeps its way out. One on another bridge device
     is not this bridge's business. The caller reads the bridge afresh after a replacement."""
-    have = docker.gwbridge()
     want = gwbridge_wanted(bridge, subnet, gateway)
     if have is not None:
         if have["driver"] == "bridge" and have["bridge"] != bridge:

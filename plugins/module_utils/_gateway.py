@@ -99,13 +99,11 @@ def ensure(nl, gw, run_command, apply, drop=()):
     return actions
 
 
-def diff(nl, gw, run_command, apply, before=False, drop=()):
-    """``ensure`` with a diff field by field, the way --diff shows it: the bridge as it was (exists,
-    addresses, up, forwarding, NAT rules, host addresses blocked; ``before`` when the caller read it)
-    and as the run leaves it (in check mode: as it would). Returns (actions, {"before": ..., "after": ...})."""
-    host = _netns.resolve(None, None)
-    ipr = nl.get(host)
-    br = _links.view(ipr, _links.find(ipr, gw.name), None) if before is False else before
+def diff(nl, gw, run_command, apply, br, drop=()):
+    """``ensure`` with a diff field by field, the way --diff shows it: the bridge as it was (``br``,
+    as _links.view showed it before the run changed anything: exists, addresses, up; then forwarding,
+    NAT rules, host addresses blocked) and as the run leaves it (in check mode: as it would).
+    Returns (actions, {"before": ..., "after": ...})."""
     blocked = _firewall.gateway_blocked(gw.name)
     actions = ensure(nl, gw, run_command, apply, drop)
     before = {"exists": br is not None, "addresses": br["addresses"] if br else [],
@@ -132,7 +130,7 @@ def run(params, check_mode, run_command):
     if params.get("docker"):
         from ansible_collections.overlay.vxlan.plugins.module_utils import _dockernet
         docker = _dockernet.Docker(params.get("docker_socket"))
-        docker.inspect(_dockernet.GWBRIDGE)   # reachable, or refused before anything changes
+        have = docker.gwbridge()   # read first: an unreachable Docker is refused before anything changes
     _netns.require_pyroute2()
     _netns.require_root()
     apply = not check_mode
@@ -141,8 +139,11 @@ def run(params, check_mode, run_command):
         before = _links.view(ipr, _links.find(ipr, gw.name), None)
         docker_actions, warnings, docker_diff, d_before = [], [], None, None
         if docker is not None:
+            def ports():  # this host's endpoints on the bridge: read only when a replacement is in question
+                return [] if before is None else sorted(m.get_attr("IFLA_IFNAME")
+                                                        for m in _links.ports(ipr, before["ifindex"]))
             docker_actions, warnings, d_before, d_after = _dockernet.ensure_gwbridge(
-                docker, gw.name, gw.subnet, gw.router, apply, ports=lambda: bridge_ports(ipr, before))
+                docker, have, gw.name, gw.subnet, gw.router, apply, ports=ports)
             docker_diff = (d_before, d_after)
             if docker_actions and apply:  # Docker changed the bridge (or deleted and made it): read it afresh
                 nl.wrote()
@@ -151,7 +152,7 @@ def run(params, check_mode, run_command):
         drop = []
         if docker_actions and d_before and d_before["gateway"] and d_before["subnet"]:
             drop.append(ipaddress.ip_interface("%s/%s" % (d_before["gateway"], d_before["subnet"].split("/")[1])))
-        actions, diff_ = diff(nl, gw, run_command, apply, before=before, drop=drop)
+        actions, diff_ = diff(nl, gw, run_command, apply, before, drop)
         bridge = _links.view(ipr, _links.find(ipr, gw.name), None)
     result = {"actions": docker_actions + actions, "bridge": bridge, "diff": diff_, "docker_gwbridge": None}
     if docker_diff is not None:
@@ -160,13 +161,6 @@ def run(params, check_mode, run_command):
         result.update(docker_gwbridge=docker_diff[1], warnings=warnings)
     result["changed"] = bool(result["actions"])
     return result
-
-
-def bridge_ports(ipr, bridge):
-    """Names of the ports of the bridge (as _links.view shows it; None: no bridge)."""
-    if bridge is None:
-        return []
-    return sorted(m.get_attr("IFLA_IFNAME") for m in ipr.get_links() if m.get_attr("IFLA_MASTER") == bridge["ifindex"])
 
 
 def isolate_port(ipr, msg, apply, where):

@@ -57,6 +57,12 @@ def by_index(ipr, index):
         raise
 
 
+def ports(ipr, bridge_index):
+    """The link messages of the ports of the bridge with index ``bridge_index`` (one dump of the
+    namespace's links, which a run's snapshot answers)."""
+    return [m for m in ipr.get_links() if m.get_attr("IFLA_MASTER") == bridge_index]
+
+
 def kind(msg):
     info = msg.get("IFLA_LINKINFO")
     return info.get("IFLA_INFO_KIND") if info else None

@@ -31,8 +31,7 @@ def _link(ipr, msg, label):
 def _ports(ipr, bridge_msg, label):
     if bridge_msg is None:
         return []
-    ports = [m for m in ipr.get_links() if m.get("IFLA_MASTER") == bridge_msg["index"]]
-    return sorted((_link(ipr, m, label) for m in ports), key=lambda p: p["ifindex"])
+    return sorted((_link(ipr, m, label) for m in _links.ports(ipr, bridge_msg["index"])), key=lambda p: p["ifindex"])
 
 
 def _peer(ipr, end, label):

@@ -45,7 +45,7 @@ def writes(d):
 
 
 def ensure(d, apply=True, ports=()):
-    return _dockernet.ensure_gwbridge(d, "docker_gwbridge", "172.18.0.0/16", "172.18.0.1", apply,
+    return _dockernet.ensure_gwbridge(d, d.gwbridge(), "docker_gwbridge", "172.18.0.0/16", "172.18.0.1", apply,
                                       ports=lambda: list(ports))
 
 

@@ -142,12 +142,13 @@ def _table_actions(ns, network, local, on, apply):
 
 def _protinfo(msg):
     """A bridge port's flags, from its own link message (bridge slave data): the link dump that
-    found the ports already carries them, where ``brport show`` would dump every port again."""
+    found the ports already carries them, where ``brport show`` would dump every port again.
+    Read with ``.get("IFLA_BRPORT_...")``: only the flags compared are decoded."""
     info = msg.get("IFLA_LINKINFO") or {}
     if info.get("IFLA_INFO_SLAVE_KIND") != "bridge":
         return {}
     data = info.get("IFLA_INFO_SLAVE_DATA") or {}
-    return dict(data.get("attrs", ())) if hasattr(data, "get") else {}
+    return data if hasattr(data, "get") else {}
 
 
 def _port_actions(ipr, ports, vx_name, on, apply):

@@ -55,10 +55,11 @@ try:
     from pyroute2.iproute.linux import IPRoute
     from pyroute2 import netns as _pyroute2_netns
     from pyroute2.netlink.exceptions import NetlinkError
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _rtnl
     HAS_PYROUTE2 = True
     PYROUTE2_IMPORT_ERROR = None
 except ImportError as e:  # reported by require_pyroute2 with the module's own message
-    IPRoute = _pyroute2_netns = None
+    IPRoute = _pyroute2_netns = _rtnl = None
     NetlinkError = OSError
     HAS_PYROUTE2 = False
     PYROUTE2_IMPORT_ERROR = e
@@ -210,7 +211,9 @@ def inode(ns):
 
 
 class Netlink:
-    """One IPRoute socket per namespace for the whole run; close them all at the end.
+    """One netlink socket per namespace for the whole run; close them all at the end. Each is an
+    _rtnl.Socket: IPRoute's calls, the frequent ones served without pyroute2's asyncio request
+    path, the rest by an IPRoute it opens in the same namespace when first needed.
 
     Until the run's first write, link and address reads are served from one dump per namespace
     (see ``Snapshot``): a re-run with nothing to change reads each namespace once. The first write
@@ -240,7 +243,7 @@ class Netlink:
         sock = self._sockets.get(key)
         if sock is None:
             try:
-                sock = Snapshot(IPRoute() if ns.is_host else _socket_in(ns.path), self)
+                sock = Snapshot(_open(ns.path), self)
             except (OSError, NetlinkError) as e:
                 raise OverlayError("cannot open %s: %s" % (ns.describe(), e))
             self._sockets[key] = sock
@@ -360,18 +363,25 @@ class Snapshot:
         self._ipr.close()
 
 
-def _socket_in(path):
-    """A netlink socket inside another namespace: enter it, open the socket, come back.
+def _open(path):
+    """The run's socket for the namespace at ``path`` (None: the namespace we run in)."""
+    if path is None:
+        return _rtnl.Socket(IPRoute)
+    return _in_namespace(path, lambda: _rtnl.Socket(lambda: _in_namespace(path, IPRoute)))
+
+
+def _in_namespace(path, make):
+    """Make a netlink socket inside another namespace: enter it, call ``make``, come back.
 
     A socket stays in the namespace it was created in. Entering in-process takes a fraction of
-    the fork that IPRoute(netns=...) makes per namespace; modules are single-threaded, so only
-    this thread moves, and only for the duration of the call.
+    the fork that IPRoute(netns=...) makes per namespace; only the calling thread moves (the
+    agent's other threads stay where they are), and only for the duration of the call.
     """
     fd = os.open(path, os.O_RDONLY)
     try:
         _pyroute2_netns.pushns(fd)
         try:
-            return IPRoute()
+            return make()
         finally:
             _pyroute2_netns.popns()
     finally:

@@ -316,6 +316,11 @@ class _Chain:
     def _nested(self, name, kind, start, end):
         return None
 
+    def _inet(self, kind):
+        """Whether an address attribute of this type is an IP address: pyroute2's "ipaddr" is one
+        by its length; a "target" (routes) by the message's family (MPLS labels otherwise)."""
+        return kind == "ipaddr"
+
     def get_attr(self, name, default=None):
         code = self._table[1].get(name)
         if code is None:
@@ -331,8 +336,11 @@ class _Chain:
             return struct.unpack_from(fmt, self._data, start)[0]
         if kind == "asciiz":
             return bytes(self._data[start:end]).split(b"\0", 1)[0].decode("utf-8", "replace")
-        if kind == "l2addr":
+        if kind == "l2addr" or (kind == "lladdr" and end - start == 6):
             return ":".join("%02x" % b for b in self._data[start:end])
+        if kind in ("ipaddr", "target") and end - start in (4, 16) and self._inet(kind):
+            return socket.inet_ntop(socket.AF_INET if end - start == 4 else socket.AF_INET6,
+                                    bytes(self._data[start:end]))
         nested = self._nested(name, kind, start, end)
         if nested is not None:
             return nested
@@ -374,28 +382,34 @@ class _LinkInfo(_Chain):
         return None
 
 
-class Link(_Chain):
-    """A link message (RTM_NEWLINK) as IPRoute returns it, decoded on demand: ``msg["index"]``,
-    ``msg["flags"]`` (which callers may set), ``msg["state"]``, ``msg.get("IFLA_...")``,
-    ``msg.get(("IFLA_LINKINFO", "IFLA_INFO_KIND"))``, ``get_attr``; anything else is answered by
-    pyroute2's ifinfmsg decoded from the same bytes."""
+class Message(_Chain):
+    """An answer as IPRoute returns it, decoded on demand: its fixed fields (``msg["index"]``,
+    ``msg["flags"]``, which callers may set, ...), ``msg.get("IFLA_...")``, nested reads such as
+    ``msg.get(("IFLA_LINKINFO", "IFLA_INFO_KIND"))``, ``get_attr``; for a link also
+    ``msg["state"]``. Anything else is answered by pyroute2's message decoded from the same bytes.
+    ``KINDS`` lists the message types decoded this way."""
 
-    __slots__ = ("_fields", "_msg")
+    __slots__ = ("_fields", "_msg", "_kind")
 
-    def __init__(self, data, offset, length):
-        # nlmsghdr (16 bytes), then ifinfomsg: family, pad, type, index, flags, change
-        family, ifi_type, index, flags, change = struct.unpack_from("=BxHiII", data, offset + 16)
-        _Chain.__init__(self, data, offset + 32, offset + length, LINK_TABLE, self._decoded)
-        self._fields = {"family": family, "ifi_type": ifi_type, "index": index, "flags": flags, "change": change}
-        self._msg = (offset, length)
+    def __init__(self, kind, data, offset, length):
+        cls, fmt, names, size, _table = kind
+        _Chain.__init__(self, data, offset + 16 + size, offset + length, _table, self._decoded)
+        self._fields = dict(zip(names, struct.unpack_from(fmt, data, offset + 16)))
+        self._msg = offset
+        self._kind = kind
 
     def _decoded(self):
-        if isinstance(self._msg, tuple):
-            msg = ifinfmsg(self._data, offset=self._msg[0])
-            msg.decode()
-            msg["flags"] = self._fields["flags"]
-            self._msg = msg
-        return self._msg
+        if not isinstance(self._msg, int):
+            return self._msg
+        msg = self._kind[0](self._data, offset=self._msg)
+        msg.decode()
+        for key, value in self._fields.items():
+            msg[key] = value
+        self._msg = msg
+        return msg
+
+    def _inet(self, kind):
+        return kind == "ipaddr" or self._fields.get("family") in (socket.AF_INET, socket.AF_INET6)
 
     def _nested(self, name, kind, start, end):
         if name == "IFLA_LINKINFO":
@@ -407,17 +421,20 @@ class Link(_Chain):
             return self._fields[key]
         return _Chain.get(self, key, default)
 
+    def _table_prefix(self):
+        return self._kind[0].prefix
+
     def __getitem__(self, key):
         if key in self._fields:
             return self._fields[key]
-        if key == "state":
+        if key == "state" and self._kind is LINK:
             return "up" if self._fields["flags"] & IFF_UP else "down"
         return self._decoded()[key]
 
     def __setitem__(self, key, value):
         if key in self._fields:
             self._fields[key] = value
-            if not isinstance(self._msg, tuple):
+            if not isinstance(self._msg, int):
                 self._msg[key] = value
         else:
             self._decoded()[key] = value
@@ -426,7 +443,23 @@ class Link(_Chain):
         return key in self._fields or key in self._decoded()
 
     def __repr__(self):
-        return "Link(index=%s, ifname=%r)" % (self._fields["index"], self.get_attr("IFLA_IFNAME"))
+        return "%s(%r)" % (self._kind[0].__name__, self._fields)
+
+
+def _kind(cls, table=None):
+    """(pyroute2 class, its fixed fields after nlmsghdr as struct reads them, their names, their
+    size, its NLA table), from the class's own ``fields`` and ``nla_map``."""
+    fmt = "=" + "".join(f for _name, f in cls.fields)
+    names = tuple(name for name, f in cls.fields if not f.endswith("x"))
+    return cls, fmt, names, struct.calcsize(fmt), table or _table(cls)
+
+
+if ifinfmsg is not None:
+    LINK = _kind(ifinfmsg, LINK_TABLE)
+    KINDS = {RTM_NEWLINK: LINK, RTM_NEWADDR: _kind(ifaddrmsg), RTM_NEWROUTE: _kind(rtmsg), RTM_NEWNEIGH: _kind(ndmsg)}
+else:
+    LINK = None
+    KINDS = {}
 
 
 # ------------------------------------------------------------------ the socket
@@ -493,8 +526,9 @@ class Socket:
                         return out, interrupted
                     if mflags & NLM_F_DUMP_INTR:
                         interrupted = True
-                    if mtype == RTM_NEWLINK:
-                        out.append(Link(data, offset, length))
+                    kind = KINDS.get(mtype)
+                    if kind is not None:
+                        out.append(Message(kind, data, offset, length))
                     else:
                         reply = self._marshal.parse_one_message(mtype, mflags, mseq, data, offset, length)
                         self._marshal.fix_message(reply)

@@ -421,7 +421,8 @@ class Bench:
     def micro(self) -> dict:
         """benchmarks/micro_netlink.py inside docker1 (its private /run/netns, namespaces it removes)."""
         log("4. pyroute2 micro-benchmarks (inside docker1)")
-        r = self.lab.hosts[B].run([str(PY), str(BENCH / "micro_netlink.py")], check=True, timeout=300)
+        r = self.lab.hosts[B].run([str(PY), str(BENCH / "micro_netlink.py"), self.collections_path], check=True,
+                                  timeout=300)
         return json.loads(r.stdout)
 
     # -------------------------------------------------------------------- 3. iperf3
@@ -707,6 +708,8 @@ def report(r: dict) -> str:
             f"{k} ports {v:.1f} ms" for k, v in mi["brport_show_ms"].items()))
         L.append("   link get by name vs links in the namespace: " + ", ".join(
             f"{k} links {v:.2f} ms" for k, v in mi["link_get_ms"].items()))
+        for call, by in (mi.get("transport_cpu_ms") or {}).items():
+            L.append(f"   CPU per call, {call}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in by.items()))
         L.append("-" * 96)
     if r.get("peers"):
         import bench_peers

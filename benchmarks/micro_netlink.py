@@ -10,7 +10,11 @@ end; no packet is sent. Prints JSON and a short table:
    with setns(2), creating IPRoute() and going back (safe in a single-threaded module);
 2. ipr.brport("show", index=i) (what _gateway.isolate_port calls per endpoint) against the number of
    ports on the bridge: pyroute2 dumps every link and filters in Python, so it grows with the host;
-3. ipr.link("get", ifname=...) (what _links.find calls ~19 times per endpoint).
+3. ipr.link("get", ifname=...) (what _links.find calls ~19 times per endpoint);
+4. the transport (with the collection's path as argument: bench_overlay.py passes it): CPU time per
+   call of pyroute2's IPRoute and of the collection's own socket (module_utils/_rtnl.py: the same
+   messages, no asyncio, answers decoded on demand) for a link get by name, a link set, a dump of the
+   links of a namespace with 2 links and of one with 401, and an address dump.
 """
 from __future__ import annotations
 
@@ -60,6 +64,40 @@ def timed(fn, n):
     return statistics.median(out)
 
 
+def cpu_per_call(fn, n):
+    """Median over 5 rounds of the CPU time of n calls, per call."""
+    out = []
+    for _round in range(5):
+        t = time.process_time()
+        for _call in range(n):
+            fn()
+        out.append((time.process_time() - t) / n)
+    return statistics.median(out)
+
+
+def transport(small, big):
+    """4. IPRoute against _rtnl.Socket in the same namespaces (``small``: 2 links; ``big``: 401)."""
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _netns
+    res = {}
+    for label, opener in (("pyroute2 IPRoute", lambda p: _netns._in_namespace(p, IPRoute)),
+                          ("_rtnl.Socket", _netns._open)):
+        s, b = opener(small), opener(big)
+        idx = b.link("get", ifname="p0")[0]["index"]
+        mtu = b.link("get", index=idx)[0].get("IFLA_MTU")
+        calls = {
+            "link get by name": (lambda: b.link("get", ifname="p0")[0].get("IFLA_MTU"), 200),
+            "link set mtu": (lambda: b.link("set", index=idx, mtu=mtu), 200),
+            "dump 2 links": (lambda: [m.get("IFLA_IFNAME") for m in s.get_links()], 200),
+            "dump 401 links": (lambda: [m.get("IFLA_IFNAME") for m in b.get_links()], 5),
+            "address dump": (lambda: [m.get("IFA_LOCAL") for m in s.get_addr()], 200),
+        }
+        for name, (fn, n) in calls.items():
+            res.setdefault(name, {})[label] = round(cpu_per_call(fn, n) * 1000, 3)
+        s.close()
+        b.close()
+    return res
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("needs root")
@@ -103,6 +141,9 @@ def main():
             res["brport_show_ms"][ports] = round(timed(lambda: ipr.brport("show", index=idx), 10) * 1000, 2)
             res["link_get_ms"][ports] = round(timed(lambda: ipr.link("get", ifname="p0"), 20) * 1000, 2)
         ipr.close()
+        if len(sys.argv) > 1:
+            sys.path.insert(0, sys.argv[1])
+            res["transport_cpu_ms"] = transport(paths[0], f"/run/netns/{n}")
     finally:
         for n in reversed(names):
             subprocess.run(["ip", "netns", "del", n], capture_output=True, check=False)

@@ -52,17 +52,30 @@ def _lazy_pyroute2_package():
 
 try:
     _lazy_pyroute2_package()
-    from pyroute2.iproute.linux import IPRoute
-    from pyroute2 import netns as _pyroute2_netns
     from pyroute2.netlink.exceptions import NetlinkError
     from ansible_collections.overlay.vxlan.plugins.module_utils import _rtnl
     HAS_PYROUTE2 = True
     PYROUTE2_IMPORT_ERROR = None
 except ImportError as e:  # reported by require_pyroute2 with the module's own message
-    IPRoute = _pyroute2_netns = _rtnl = None
+    _rtnl = None
     NetlinkError = OSError
     HAS_PYROUTE2 = False
     PYROUTE2_IMPORT_ERROR = e
+
+
+# pyroute2's IPRoute and its netns helpers are imported when first used: with them, pyroute2's
+# socket layer and asyncio (about 100 ms of every module run's start, -X importtime), which a run
+# served by _rtnl alone never needs.
+
+def IPRoute():  # noqa: N802 - stands for the class
+    from pyroute2.iproute.linux import IPRoute as _IPRoute
+    return _IPRoute()
+
+
+def _pyroute2_netns():
+    from pyroute2 import netns
+    return netns
+
 
 NETNS_RUN_DIR = "/run/netns"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -172,7 +185,7 @@ def check_exists(ns, field, create=False, check_mode=False):
         raise OverlayError("network namespace %s does not exist%s" % (
             ns.spec, "" if ns.kind == "path" else " (set create_namespaces: true to create it)"), field)
     if not check_mode:
-        _pyroute2_netns.create(ns.spec)
+        _pyroute2_netns().create(ns.spec)
     return True
 
 
@@ -377,19 +390,41 @@ def _in_namespace(path, make):
     the fork that IPRoute(netns=...) makes per namespace; only the calling thread moves (the
     agent's other threads stay where they are), and only for the duration of the call.
     """
-    fd = os.open(path, os.O_RDONLY)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        _pyroute2_netns.pushns(fd)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            _setns(fd)
+        finally:
+            os.close(fd)
         try:
             return make()
         finally:
-            _pyroute2_netns.popns()
+            _setns(own)
     finally:
-        os.close(fd)
+        os.close(own)
+
+
+CLONE_NEWNET = 0x40000000
+_LIBC = []
+
+
+def _setns(fd):
+    """setns(2) into the network namespace open as ``fd``, for the calling thread."""
+    if hasattr(os, "setns"):  # Python 3.12
+        os.setns(fd, CLONE_NEWNET)
+        return
+    if not _LIBC:
+        import ctypes
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    if _LIBC[0].setns(fd, CLONE_NEWNET) != 0:
+        import ctypes
+        code = ctypes.get_errno()
+        raise OSError(code, "setns: %s" % os.strerror(code))
 
 
 def delete_named(name):
-    _pyroute2_netns.remove(name)
+    _pyroute2_netns().remove(name)
 
 
 def list_named():

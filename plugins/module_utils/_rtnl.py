@@ -31,19 +31,19 @@ RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
-RTM_GETNSID = 90
+RTM_NEWNSID, RTM_GETNSID = 88, 90
 
 try:  # _netns imports this module only where pyroute2 imports, and reports a missing one
     from pyroute2.netlink.exceptions import NetlinkError
     from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
     from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-    from pyroute2.netlink.rtnl.marshal import MarshalRtnl
+    from pyroute2.netlink.marshal import Marshal
     from pyroute2.netlink.rtnl.ndmsg import ndmsg
     from pyroute2.netlink.rtnl.nsidmsg import nsidmsg
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
 except ImportError:
     NetlinkError = OSError
-    ifaddrmsg = ifinfmsg = MarshalRtnl = ndmsg = nsidmsg = rtmsg = None
+    ifaddrmsg = ifinfmsg = Marshal = ndmsg = nsidmsg = rtmsg = None
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
@@ -483,7 +483,8 @@ class Socket:
         except BaseException:
             self._sock.close()
             raise
-        self._marshal = MarshalRtnl()
+        self._marshal = Marshal()  # pyroute2's parser, for answers Message does not decode (errors, nsid)
+        self._marshal.msg_map = {RTM_NEWNSID: nsidmsg}
         self._seq = 0
         self._lock = threading.Lock()
 
@@ -530,9 +531,7 @@ class Socket:
                     if kind is not None:
                         out.append(Message(kind, data, offset, length))
                     else:
-                        reply = self._marshal.parse_one_message(mtype, mflags, mseq, data, offset, length)
-                        self._marshal.fix_message(reply)
-                        out.append(reply)
+                        out.append(self._marshal.parse_one_message(mtype, mflags, mseq, data, offset, length))
                     if not flags & (NLM_F_ACK | NLM_F_DUMP):
                         return out, interrupted  # a request without an ack: its one answer is all
                 offset += (length + 3) & ~3

@@ -84,10 +84,11 @@ BRPORT_ATTRS = {"learning", "proxyarp", "isolated", "neigh_suppress", "unicast_f
 
 # What Socket serves itself, for the reader: every other call goes to IPRoute.
 NATIVE = ("get_links()", "link('get', index=|ifname=)", "link('set', index=, %s, state=)" % ", ".join(LINK_ATTRS),
-          "link('del', index=|group=)", "link('add', kind='veth', ..., peer={...})", "brport('set', index=, ...)",
+          "link('del', index=|group=)", "link('add', kind='bridge'|'vxlan'|'veth', ..., peer={...})", "brport('set', index=, ...)",
           "get_addr(index=, family=)", "addr('add'|'del', index=, address=, prefixlen=, broadcast=)",
           "fdb('dump', ifindex=)", "fdb('replace'|'append', ...)", "neigh('replace', ...)",
-          "get_neighbours(family=, ifindex=)", "get_default_routes(family=)", "route('replace', dst='0.0.0.0/0', ...)",
+          "get_neighbours(family=, ifindex=)", "get_default_routes(family=)", "route('get', dst=)",
+          "route('replace', dst='0.0.0.0/0', ...)",
           "get_netnsid(fd=)")
 
 
@@ -144,19 +145,26 @@ def link_del(index=None, group=None):
     return msg
 
 
-def veth_add(kind, peer, **kwargs):
-    """A veth pair in one RTM_NEWLINK: the end here with its attributes, the peer's in
+def link_add(kind, peer=None, **kwargs):
+    """A bridge, a vxlan device (``vxlan_*`` keywords: IFLA_VXLAN_* in IFLA_INFO_DATA) or a veth
+    pair in one RTM_NEWLINK: the end here with its attributes, the peer's in
     IFLA_INFO_DATA/VETH_INFO_PEER (a nested ifinfmsg)."""
-    if kind != "veth" or set(kwargs) - set(LINK_ATTRS) - {"state"} or set(peer) - set(VETH_PEER_ATTRS) \
+    own = set(kwargs) - {"state"} - {k for k in kwargs if kind == "vxlan" and k.startswith("vxlan_")}
+    if kind not in ("bridge", "vxlan", "veth") or (peer is not None) != (kind == "veth") \
+            or own - set(LINK_ATTRS) or set(peer or ()) - set(VETH_PEER_ATTRS) \
             or kwargs.get("state", "up") not in ("up", "down"):
         raise Unsupported()
     msg = _header(ifinfmsg(), RTM_NEWLINK, F_ADD)
     _link_fields(msg, kwargs)
-    peer_msg = {"attrs": [(LINK_ATTRS[key], peer[key]) for key in VETH_PEER_ATTRS if key in peer],
-                "family": 0, "ifi_type": 0, "index": 0, "flags": 0, "change": 0}
-    msg["attrs"].append(("IFLA_LINKINFO", {"attrs": [
-        ("IFLA_INFO_KIND", "veth"),
-        ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer_msg)]})]}))
+    info = [("IFLA_INFO_KIND", kind)]
+    if kind == "veth":
+        peer_msg = {"attrs": [(LINK_ATTRS[key], peer[key]) for key in VETH_PEER_ATTRS if key in peer],
+                    "family": 0, "ifi_type": 0, "index": 0, "flags": 0, "change": 0}
+        info.append(("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer_msg)]}))
+    elif kind == "vxlan":
+        info.append(("IFLA_INFO_DATA", {"attrs": [("IFLA_" + key.upper(), value) for key, value in kwargs.items()
+                                                  if key.startswith("vxlan_")]}))
+    msg["attrs"].append(("IFLA_LINKINFO", {"attrs": info}))
     return msg
 
 
@@ -233,6 +241,18 @@ def fdb_change(cmd, ifindex, lladdr, state, master=None, dst=None):
 def route_dump(family):
     msg = _header(rtmsg(), RTM_GETROUTE, F_DUMP)
     msg["family"] = family
+    return msg
+
+
+def route_get(dst):
+    """``route("get", dst=...)``: the kernel's route to one IPv4 address."""
+    if ":" in dst or "/" in dst:
+        raise Unsupported()
+    msg = _header(rtmsg(), RTM_GETROUTE, F_GET)
+    msg["family"] = socket.AF_INET
+    msg["dst_len"] = 32
+    msg["table"] = RT_TABLE_MAIN
+    msg["attrs"] = [("RTA_DST", dst)]
     return msg
 
 
@@ -577,8 +597,8 @@ class Socket:
                 return self.request(link_set(**kwargs))
             if cmd in ("del", "delete", "remove") and set(kwargs) in ({"index"}, {"group"}):
                 return self.request(link_del(**kwargs))
-            if cmd == "add" and kwargs.get("kind") == "veth" and isinstance(kwargs.get("peer"), dict):
-                return self.request(veth_add(**kwargs))
+            if cmd == "add" and "kind" in kwargs and isinstance(kwargs.get("peer", {}), dict):
+                return self.request(link_add(**kwargs))
         except Unsupported:
             pass
         return self._fallback().link(cmd, **kwargs)
@@ -647,6 +667,11 @@ class Socket:
                 if m.get_attr(RTA_DST) is None and (m.get_attr("RTA_TABLE") or m["table"]) == table]
 
     def route(self, cmd, **kwargs):
+        if cmd == "get" and set(kwargs) == {"dst"}:
+            try:
+                return self.request(route_get(kwargs["dst"]))
+            except Unsupported:
+                pass
         if cmd == "replace" and kwargs.get("dst") == "0.0.0.0/0" and set(kwargs) == {"dst", "gateway", "oif"}:
             try:
                 return self.request(default_route_replace(kwargs["gateway"], kwargs["oif"]))

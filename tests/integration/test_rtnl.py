@@ -34,7 +34,7 @@ def links(sock):
                    m.get(("IFLA_LINKINFO", "IFLA_INFO_KIND")), m.get("IFLA_ADDRESS")) for m in sock.get_links())
 
 
-sa.link("add", ifname="br0", kind="bridge")          # not built natively: IPRoute serves it
+sa.link("add", ifname="br0", kind="bridge")
 br = sa.link("get", ifname="br0")[0]["index"]
 sa.link("set", index=br, state="up", mtu=1400)
 with open(b_path) as f:
@@ -56,7 +56,11 @@ sb.route("replace", dst="0.0.0.0/0", gateway="10.9.0.1", oif=eth0["index"])
 sa.brport("set", index=ve["index"], learning=0, proxyarp=1)
 sa.fdb("replace", ifindex=ve["index"], lladdr="02:42:0a:00:00:02", master=br, state=NUD_NOARP)
 sa.neigh("replace", ifindex=br, dst="10.9.0.2", lladdr="02:42:0a:00:00:02", state=NUD_PERMANENT)
-sa.link("add", ifname="vx", kind="vxlan", vxlan_id=300, vxlan_learning=0)  # IPRoute again
+sa.link("add", ifname="vx", kind="vxlan", vxlan_id=300, vxlan_port=4789, vxlan_learning=0, vxlan_proxy=1)
+out["vxlan"] = {k: sa.link("get", ifname="vx")[0].get(("IFLA_LINKINFO", "IFLA_INFO_DATA", k))
+                for k in ("IFLA_VXLAN_ID", "IFLA_VXLAN_PORT", "IFLA_VXLAN_LEARNING", "IFLA_VXLAN_PROXY")}
+out["route_get"] = [(m.get("RTA_PREFSRC"), m.get("RTA_OIF") == eth0["index"]) for m in sb.route("get", dst="10.9.0.77")]
+out["main_routes"] = len(sa.get_routes(family=socket.AF_INET, table=254)) >= 0  # not built here: IPRoute serves it
 vx = sa.link("get", ifname="vx")[0]["index"]
 sa.fdb("append", ifindex=vx, lladdr="02:42:0a:00:00:09", dst="10.0.0.9", state=NUD_PERMANENT)
 sa.neigh("replace", ifindex=vx, dst="10.9.0.9", lladdr="02:42:0a:00:00:09", state=NUD_PERMANENT)
@@ -164,5 +168,8 @@ def test_the_socket_changes_and_reads_the_kernel_as_iproute_does(netns, collecti
     assert out["neigh_same"] and permanent == [["10.9.0.2", "02:42:0a:00:00:02", 0x80]]
     assert out["routes_same"] and [x[0] for x in out["routes"]] == ["10.9.0.1"]
     assert out["nsid_same"] and out["nsid_set"]
-    # ns a needed IPRoute for the bridge and the vxlan device; ns b never did
-    assert out["fallback_opened"] == [True, False]
+    assert out["vxlan"] == {"IFLA_VXLAN_ID": 300, "IFLA_VXLAN_PORT": 4789, "IFLA_VXLAN_LEARNING": 0,
+                            "IFLA_VXLAN_PROXY": 1}
+    assert out["route_get"] == [["10.9.0.2", True]]
+    # ns a needed IPRoute for get_routes; ns b never did
+    assert out["main_routes"] and out["fallback_opened"] == [True, False]

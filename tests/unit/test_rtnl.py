@@ -36,10 +36,20 @@ CASES = {
     "veth add": (
         lambda b: b.link("add", ifname="a", mtu=1450, address=MAC, master=3, state="up", kind="veth",
                          peer={"ifname": "b", "mtu": 1450, "address": MAC2, "net_ns_fd": 7}),
-        lambda: _rtnl.veth_add(ifname="a", mtu=1450, address=MAC, master=3, state="up", kind="veth",
+        lambda: _rtnl.link_add(ifname="a", mtu=1450, address=MAC, master=3, state="up", kind="veth",
                                peer={"ifname": "b", "mtu": 1450, "address": MAC2, "net_ns_fd": 7})),
     "veth add, bare": (lambda b: b.link("add", ifname="a", kind="veth", peer={"ifname": "b"}),
-                       lambda: _rtnl.veth_add(ifname="a", kind="veth", peer={"ifname": "b"})),
+                       lambda: _rtnl.link_add(ifname="a", kind="veth", peer={"ifname": "b"})),
+    "bridge add": (lambda b: b.link("add", ifname="docker_gwbridge", kind="bridge"),
+                   lambda: _rtnl.link_add(ifname="docker_gwbridge", kind="bridge")),
+    "bridge add with a MAC": (lambda b: b.link("add", ifname="br0", kind="bridge", address=MAC),
+                              lambda: _rtnl.link_add(ifname="br0", kind="bridge", address=MAC)),
+    "vxlan add": (
+        lambda b: b.link("add", ifname="vx-000100-abcde", kind="vxlan", vxlan_id=256, vxlan_port=4789,
+                         vxlan_learning=0, vxlan_proxy=1, vxlan_l2miss=1, vxlan_l3miss=1),
+        lambda: _rtnl.link_add(ifname="vx-000100-abcde", kind="vxlan", vxlan_id=256, vxlan_port=4789,
+                               vxlan_learning=0, vxlan_proxy=1, vxlan_l2miss=1, vxlan_l3miss=1)),
+    "route get": (lambda b: b.route("get", dst="10.0.0.5"), lambda: _rtnl.route_get("10.0.0.5")),
     "brport set": (lambda b: b.brport("set", index=5, learning=0, proxyarp=1),
                    lambda: _rtnl.brport_set(index=5, learning=0, proxyarp=1)),
     "brport set isolated": (lambda b: b.brport("set", index=5, isolated=1),
@@ -113,7 +123,10 @@ def sock():
 
 
 @pytest.mark.parametrize("call", [
-    lambda s: s.link("add", ifname="vx", kind="vxlan", vxlan_id=256),
+    lambda s: s.link("add", ifname="vx", kind="vxlan", vxlan_id=256, vxlan_group="239.1.1.1", ifalias_x=1),
+    lambda s: s.link("add", ifname="b", kind="bridge", br_stp_state=1),
+    lambda s: s.link("add", ifname="v", kind="macvlan", link=2),
+    lambda s: s.link("add", ifname="a", kind="veth"),
     lambda s: s.link("set", index=5, txqlen=10),
     lambda s: s.link("get", ifname="a", index=2),
     lambda s: s.link("dump"),
@@ -129,7 +142,8 @@ def sock():
     lambda s: s.get_neighbours(family=socket.AF_BRIDGE),
     lambda s: s.get_default_routes(family=socket.AF_INET6),
     lambda s: s.route("replace", dst="10.0.0.0/8", gateway="10.0.0.1", oif=5),
-    lambda s: s.route("get", dst="10.0.0.1"),
+    lambda s: s.route("get", dst="fd00::1"),
+    lambda s: s.route("get", dst="10.0.0.1", oif=2),
     lambda s: s.get_routes(family=socket.AF_INET, table=254),
 ])
 def test_what_it_does_not_build_goes_to_iproute(sock, call):
@@ -146,9 +160,9 @@ def test_the_fallback_is_opened_once_and_closed_with_the_socket():
 
     s = _rtnl.Socket(open_iproute)
     s.link("dump")
-    s.route("get", dst="10.0.0.1")
+    s.get_routes(table=254)
     s.close()
-    assert len(opened) == 1 and [c[0] for c in opened[0].calls] == ["link", "route", "close"]
+    assert len(opened) == 1 and [c[0] for c in opened[0].calls] == ["link", "get_routes", "close"]
     s2 = _rtnl.Socket(open_iproute)
     s2.close()
     assert len(opened) == 1, "a socket that never needed IPRoute must not open one"

@@ -49,6 +49,8 @@ NETLINK_ROUTE = 0
 SOL_NETLINK = 270
 NETLINK_EXT_ACK = 11  # the kernel's reason for a refusal ("NLMSGERR_ATTR_MSG"), as IPRoute asks for it
 NLM_F_DUMP_INTR = 0x10
+NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # flags of an error answer
+NLMSGERR_ATTR_MSG = 1
 IFF_UP = 0x1
 NTF_SELF = 0x02
 NUD_NOARP = 0x40
@@ -556,15 +558,28 @@ class Socket:
                         return out, interrupted  # a request without an ack: its one answer is all
                 offset += (length + 3) & ~3
 
-    def _error(self, data, offset, length, mflags):
-        """The NetlinkError pyroute2 makes of an error answer (code and the kernel's message)."""
+    @staticmethod
+    def _error(data, offset, length, mflags):
+        """The NetlinkError pyroute2 would raise for an error answer: its code and the kernel's
+        message (NLMSGERR_ATTR_MSG of the extended ack), read here because a refusal is common
+        (every lookup of a link that is not there yet) and pyroute2's decoding of it is not cheap.
+        The answer is: nlmsghdr, the error, the request's header (and the request unless
+        NLM_F_CAPPED), then the ack's attributes when NLM_F_ACK_TLVS."""
         code = -struct.unpack_from("=i", data, offset + 16)[0]
-        try:
-            reply = self._marshal.parse_one_message(NLMSG_ERROR, mflags, 0, data, offset, length)
-            error = reply["header"].get("error")
-        except Exception:  # an answer pyroute2 cannot decode still has its code
-            error = None
-        return error if isinstance(error, NetlinkError) else NetlinkError(code)
+        text = None
+        if mflags & NLM_F_ACK_TLVS:
+            request_length = struct.unpack_from("=I", data, offset + 20)[0]
+            cursor = offset + 20 + (16 if mflags & NLM_F_CAPPED else (request_length + 3) & ~3)
+            end = offset + length
+            while cursor + 4 <= end:
+                nla_length, nla_type = struct.unpack_from("=HH", data, cursor)
+                if nla_length < 4:
+                    break
+                if nla_type == NLMSGERR_ATTR_MSG:
+                    text = bytes(data[cursor + 4:cursor + nla_length]).split(b"\0", 1)[0].decode("utf-8", "replace")
+                    break
+                cursor += (nla_length + 3) & ~3
+        return NetlinkError(code, text or None)
 
     def _fallback(self):
         if self._iproute is None:

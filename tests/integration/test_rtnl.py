@@ -29,6 +29,14 @@ def code(call):
     return 0
 
 
+def refusal(sock, call):
+    try:
+        call(sock)
+    except NetlinkError as e:
+        return list(e.args)
+    return None
+
+
 def links(sock):
     return sorted((m.get("IFLA_IFNAME"), m["index"], m.get("IFLA_MTU"), m.get("IFLA_MASTER"), m["flags"] & 1,
                    m.get(("IFLA_LINKINFO", "IFLA_INFO_KIND")), m.get("IFLA_ADDRESS")) for m in sock.get_links())
@@ -47,6 +55,13 @@ out["veth"] = {"master": ve.get("IFLA_MASTER") == br, "up": ve["flags"] & 1, "mt
                "paired": ve.get("IFLA_LINK") == eth0["index"] and eth0.get("IFLA_LINK") == ve["index"]}
 out["eexist"] = code(lambda: sa.link("add", ifname="ve-1", kind="veth", peer={"ifname": "ve-1p"}))
 out["enodev"] = code(lambda: sa.link("get", ifname="nope"))
+# the refusals carry pyroute2's codes; their text is the kernel's own reason (extended ack) where it
+# gives one ("mtu less than device minimum" where IPRoute says "Invalid argument"), else the same
+out["refusals"] = [(refusal(sa, call), refusal(ia, call)) for call in (
+    lambda s: s.link("get", ifname="nope"),
+    lambda s: s.link("set", index=br, master=br),
+    lambda s: s.link("add", ifname="ve-1", kind="veth", peer={"ifname": "ve-1p"}),
+    lambda s: s.link("set", index=br, mtu=10))]
 out["enodev_index"] = code(lambda: sa.link("get", index=99999))
 sb.link("set", index=eth0["index"], state="up")
 sb.addr("add", index=eth0["index"], address="10.9.0.2", prefixlen=24, broadcast="10.9.0.255")
@@ -153,6 +168,10 @@ def test_the_socket_changes_and_reads_the_kernel_as_iproute_does(netns, collecti
     out = json.loads(r.stdout)
     assert out["veth"] == {"master": True, "up": 1, "mtu": 1400, "peer_mtu": 1400, "peer_mac": "02:42:0a:00:00:02",
                            "paired": True}
+    assert [mine[0] for mine, _theirs in out["refusals"]] == [theirs[0] for _mine, theirs in out["refusals"]] \
+        == [19, 40, 17, 22], out["refusals"]
+    assert out["refusals"][0][0] == out["refusals"][0][1] and out["refusals"][2][0] == out["refusals"][2][1]
+    assert out["refusals"][3][0][1] == "mtu less than device minimum", out["refusals"]
     assert (out["eexist"], out["enodev"], out["enodev_index"], out["eaddrnotavail"]) == (17, 19, 19, 99)
     assert out["links_same"] and out["link_count"] == 4 + 2 * 200 - 6, out  # m7, m8, m9 went with their peers
     assert out["gone"] == []

@@ -98,15 +98,7 @@ def _run(ns, text, json_output=False):
     from ansible_collections.overlay.vxlan.plugins.module_utils import _netns
     if ns is None or ns.is_host:
         return _execute(text, json_output)
-    fd = os.open(ns.path, os.O_RDONLY)
-    try:
-        _netns._pyroute2_netns.pushns(fd)
-        try:
-            return _execute(text, json_output)
-        finally:
-            _netns._pyroute2_netns.popns()
-    finally:
-        os.close(fd)
+    return _netns._in_namespace(ns.path, lambda: _execute(text, json_output))
 
 
 # Tables read inside reads_once(), by (namespace path, family, table); emptied by every apply.

@@ -65,8 +65,12 @@ def kernel_snapshot(host):
               "$p ip -o -d link show | sed 's/ promiscuity [0-9]*//;s/ allmulti [0-9]*//'; $p ip -o -4 addr show; $p ip -o -6 addr show scope global; "
               "$p ip route show; $p bridge fdb show | grep -v 'master br0\\|master docker_gwbridge' ; "
               "$p ip neigh show nud permanent; done")
-    # Bridge timers tick on their own; everything else must hold still.
-    return re.sub(r"\b\w+_timer +[\d.]+", "", host.run(["sh", "-c", script]).stdout)
+    # Bridge timers tick on their own, and a link's operational state ("state UP", next to the
+    # <UP,LOWER_UP> flags, which stay) follows its ports' carrier through the kernel's link watch,
+    # up to a second later: a snapshot right after an attach can catch a bridge still UNKNOWN.
+    # Everything else must hold still.
+    out = re.sub(r"\b\w+_timer +[\d.]+", "", host.run(["sh", "-c", script]).stdout)
+    return re.sub(r" state (UP|DOWN|UNKNOWN|LOWERLAYERDOWN|DORMANT) mode ", " mode ", out)
 
 
 def overlay_ns(host):

@@ -7,8 +7,9 @@ pyroute2 0.9 sends every request through an asyncio event loop and its request c
 ("get")`` (benchmarks/README.md, "the netlink transport"). Attaching 50 endpoints makes about a
 thousand requests, so that machinery was most of a run's CPU. ``Socket`` builds the very same
 messages with pyroute2's own message classes (``ifinfmsg``, ``ifaddrmsg``, ``ndmsg``, ``rtmsg``,
-``nsidmsg``: encoding and decoding stay pyroute2's, and the answers are the objects IPRoute
-returns), writes them to a plain blocking netlink socket and reads the answer in the same call.
+``nsidmsg``), writes them to a plain blocking netlink socket and reads the answer in the same call.
+Answers read like IPRoute's (``msg["index"]``, ``msg.get("IFLA_MTU")``, ...) but are decoded on
+demand, from pyroute2's tables (``Message``).
 
 It answers the calls this collection makes in its hot paths, in the shapes it makes them (see
 ``NATIVE``); any other call, or a known call with other arguments, goes to an IPRoute opened in
@@ -47,7 +48,7 @@ except ImportError:
 
 NETLINK_ROUTE = 0
 SOL_NETLINK = 270
-NETLINK_EXT_ACK = 11  # the kernel's reason for a refusal ("NLMSGERR_ATTR_MSG"), as IPRoute asks for it
+NETLINK_EXT_ACK = 11  # the kernel's reason for a refusal comes with it (NLMSGERR_ATTR_MSG)
 NLM_F_DUMP_INTR = 0x10
 NLM_F_CAPPED, NLM_F_ACK_TLVS = 0x100, 0x200  # flags of an error answer
 NLMSGERR_ATTR_MSG = 1
@@ -277,11 +278,11 @@ def netnsid_get(fd):
     return msg
 
 
-# ------------------------------------------------------------------ link messages, decoded on demand
+# ------------------------------------------------------------------ answers, decoded on demand
 # A link message carries about 40 attributes (statistics, per-family configuration, queues...);
 # pyroute2 makes an object for each as it decodes the message (about 0.2 ms), and the collection
 # reads five or six of them. A re-run reads every link of every namespace it touches, so that
-# decoding was most of what a re-run cost once the transport was gone. ``Link`` finds the
+# decoding was most of what a re-run cost once the transport was gone. ``Message`` finds the
 # attributes' offsets in one pass and decodes an attribute when it is read, with pyroute2's own
 # tables (the code and type of each name: ``nla_map``) for the scalar and string types; anything
 # else (vxlan's IFLA_INFO_DATA, IFLA_AF_SPEC, ``msg["attrs"]``, ...) comes from pyroute2's full
@@ -527,11 +528,11 @@ class Socket:
                 return out
         raise NetlinkError(errno.EAGAIN, "netlink dump interrupted five times in a row")
 
-    def _exchange(self, data, flags):
+    def _exchange(self, request, flags):
         self._seq = (self._seq % 0x7FFFFFFF) + 1
         seq = self._seq
-        struct.pack_into("=I", data, 8, seq)  # nlmsghdr: len, type, flags, seq, pid
-        self._sock.send(data)
+        struct.pack_into("=I", request, 8, seq)  # nlmsghdr: len, type, flags, seq, pid
+        self._sock.send(request)
         out = []
         interrupted = False
         while True:
@@ -544,7 +545,7 @@ class Socket:
                 if mseq == seq:  # else: the tail of an answer abandoned by an exception
                     if mtype == NLMSG_ERROR or (mtype == NLMSG_DONE and length >= 20):
                         if struct.unpack_from("=i", data, offset + 16)[0] < 0:
-                            raise self._error(data, offset, length, mflags)
+                            raise self._error(data, offset, length, mtype, mflags)
                     if mtype in (NLMSG_DONE, NLMSG_ERROR):
                         return out, interrupted
                     if mflags & NLM_F_DUMP_INTR:
@@ -559,17 +560,20 @@ class Socket:
                 offset += (length + 3) & ~3
 
     @staticmethod
-    def _error(data, offset, length, mflags):
+    def _error(data, offset, length, mtype, mflags):
         """The NetlinkError pyroute2 would raise for an error answer: its code and the kernel's
         message (NLMSGERR_ATTR_MSG of the extended ack), read here because a refusal is common
         (every lookup of a link that is not there yet) and pyroute2's decoding of it is not cheap.
-        The answer is: nlmsghdr, the error, the request's header (and the request unless
-        NLM_F_CAPPED), then the ack's attributes when NLM_F_ACK_TLVS."""
+        An NLMSG_ERROR is: nlmsghdr, the error, the request's header (and the request unless
+        NLM_F_CAPPED), then the ack's attributes when NLM_F_ACK_TLVS; a failed dump's NLMSG_DONE
+        has its attributes right after the error."""
         code = -struct.unpack_from("=i", data, offset + 16)[0]
         text = None
         if mflags & NLM_F_ACK_TLVS:
-            request_length = struct.unpack_from("=I", data, offset + 20)[0]
-            cursor = offset + 20 + (16 if mflags & NLM_F_CAPPED else (request_length + 3) & ~3)
+            cursor = offset + 20
+            if mtype == NLMSG_ERROR:
+                request_length = struct.unpack_from("=I", data, offset + 20)[0]
+                cursor += 16 if mflags & NLM_F_CAPPED else (request_length + 3) & ~3
             end = offset + length
             while cursor + 4 <= end:
                 nla_length, nla_type = struct.unpack_from("=HH", data, cursor)

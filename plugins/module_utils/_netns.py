@@ -384,9 +384,10 @@ def _open(path):
 
 
 def _in_namespace(path, make):
-    """Make a netlink socket inside another namespace: enter it, call ``make``, come back.
+    """Call ``make`` inside another namespace: enter it, call, come back. A netlink socket made
+    there stays in it (_open); a process forked there starts there (_nft's ``nft`` command).
 
-    A socket stays in the namespace it was created in. Entering in-process takes a fraction of
+    Entering in-process takes a fraction of
     the fork that IPRoute(netns=...) makes per namespace; only the calling thread moves (the
     agent's other threads stay where they are), and only for the duration of the call.
     """

@@ -50,7 +50,10 @@ def _valid_endpoint(value):
     return isinstance(value, dict) and all(isinstance(value.get(f), str) for f in ENDPOINT_FIELDS)
 
 
-PARTS = ("networks/", "hosts/", "endpoints/")  # what a change pass reads, under the layout's root
+PARTS = ("networks/", "hosts/", "endpoints/", "changes/")  # what the passes keep, under the layout's root
+MARKED = ("networks/", "hosts/", "changes/")  # what a change pass reads whole (a few keys each)
+WHOLE = _keys.SHARDS // 4  # more shards of a network moved than this: its records are read whole
+ALL = frozenset(("*",))  # every shard of a network
 
 
 class Synced:
@@ -64,10 +67,19 @@ class Synced:
 class State:
     """What the passes read and enforced, kept between them (``run`` holds one).
 
-    A change pass reads the store again (networks, hosts and endpoints in one read-only transaction:
-    the claims are not needed) but decodes only values whose ModifyIndex changed, and each network
-    applies only the endpoint records that changed: its cost follows the change, not the number
-    of endpoints (up to Consul's answer itself, which a KV read cannot narrow down further)."""
+    A change pass reads the networks, the hosts and the change marks (``_keys.Layout.change_marks``)
+    in one read-only transaction, then only the endpoint records of the shards whose mark moved:
+    the names of the network's records (a key listing), and the records of those shards and any
+    name not seen before (one transaction per 64). Every transaction that writes a record sets its
+    shard's mark, so a record changed, deleted, or deleted and created again under the same name
+    moves a mark, and a mark read before the records can only be older than them: a write after the
+    marks were read moves a mark again and wakes the next pass. Each network then applies only the
+    records that changed. The cost follows the change, not the number of endpoints (up to the key
+    listing, a name per endpoint: a tenth of the records' bytes). A network whose record went is
+    read again whole (its removal deleted its marks, maybe before this service saw them).
+
+    A writer that does not set the marks (another tool writing records straight into Consul) is
+    seen by the next full pass (the periodic resync, ``--wait``)."""
 
     def __init__(self):
         self.parts = {}       # part -> {key: (value, modify_index)} as last read
@@ -96,18 +108,35 @@ class State:
                 part = key[len(layout.root):].split("/", 1)[0] + "/"
                 if part in parts:
                     parts[part][key] = entry
-        else:  # one request (a read-only transaction) for the three parts
-            trees = store.get_trees([layout.root + part for part in PARTS], on_bad=bad,
-                                    known={layout.root + part: tree for part, tree in self.parts.items()})
-            parts = {part: trees[layout.root + part] for part in PARTS}
-        old, new = self.parts.get("endpoints/", {}), parts["endpoints/"]
-        self.parts = parts
-        if full:
+            old, self.parts = {}, parts
             self.endpoints, self.vteps = {}, collections.Counter()
-            old = {}
-        changed = [k for k, entry in new.items() if old.get(k) is not entry] + list(old.keys() - new.keys())
+            changed = list(parts["endpoints/"])
+        else:
+            trees = store.get_trees([layout.root + part for part in MARKED], on_bad=bad,
+                                    known={layout.root + part: self.parts.get(part) for part in MARKED})
+            old = self.parts.get("endpoints/", {})
+            new = dict(old)
+            changed = []
+            moved = _moved(layout, self.parts.get("changes/", {}), trees[layout.root + "changes/"])
+            # A network that went: its removal deleted its marks too, maybe all since the last read.
+            for network_id in _ids(self.parts.get("networks/", {})) - _ids(trees[layout.root + "networks/"]):
+                moved[network_id] = ALL
+            for network_id, shards in sorted(moved.items()):
+                prefix = layout.endpoints(network_id)
+                before = {k: entry for k, entry in old.items() if k.startswith(prefix)}
+                after = _read_shards(store, layout, prefix, shards, before, bad)
+                for key in before.keys() | after.keys():
+                    if before.get(key) is not after.get(key):
+                        changed.append(key)
+                        if key in after:
+                            new[key] = after[key]
+                        else:
+                            del new[key]
+            self.parts = {part: trees[layout.root + part] for part in MARKED}
+            self.parts["endpoints/"] = new
         changes = {}
         skip = len(layout.root + "endpoints/")
+        new = self.parts["endpoints/"]
         for key in changed:
             before, after = old.get(key, (None, 0))[0], new.get(key, (None, 0))[0]
             for value, step in ((before, -1), (after, 1)):
@@ -127,6 +156,37 @@ class State:
                 changes.setdefault(net_id, {})[key] = (before, after)
         self.vteps += collections.Counter()  # drops the vteps no record has any more
         return changes
+
+
+def _moved(layout, old, new):
+    """{network id: {shard}} of the change marks whose ModifyIndex differs between two reads."""
+    moved = {}
+    skip = len(layout.root + "changes/")
+    for key in old.keys() | new.keys():
+        if old.get(key, (None, 0))[1] != new.get(key, (None, 0))[1]:
+            network_id, _sep, shard = key[skip:].partition("/")
+            if network_id and shard:
+                moved.setdefault(network_id, set()).add(shard)
+    return moved
+
+
+def _ids(networks):
+    return {value["id"] for value, _index in networks.values() if _valid_network(value)}
+
+
+def _read_shards(store, layout, prefix, shards, before, bad):
+    """A network's endpoint records ({key: (value, index)}) read again where ``shards`` moved:
+    entries of ``before`` (the last read) outside them are kept as they are."""
+    if not before or shards is ALL or len(shards) > WHOLE:
+        return store.get_tree(prefix, on_bad=bad, known=before)
+    listed = store.keys(prefix)
+    wanted = [k for k in listed if k not in before or layout.shard_of(k) in shards]
+    after = store.get_many(wanted, on_bad=bad, known=before) if wanted else {}
+    wanted = set(wanted)
+    for key in listed:
+        if key not in wanted and key in before:
+            after[key] = before[key]
+    return after
 
 
 def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEFAULT_GRACE, state=None,

@@ -53,10 +53,8 @@ def main():
     prof = cProfile.Profile(time.process_time) if a.profile else None  # CPU time, not wall
     passes, reads = [], []
     for i in range(2 * a.changes if prof is not None else a.changes):
-        if i % 2 == 0:
-            store.put(key, record)
-        else:
-            store.commit([_consul.op_delete(key)])
+        # Through commit(), as the collection's writers do (it adds the change marks).
+        store.commit([_consul._kv("set", key, record) if i % 2 == 0 else _consul.op_delete(key)])
         profiled = i >= a.changes  # timed passes first, then as many under the profiler
         if profiled:
             prof.enable()

@@ -12,7 +12,7 @@ import socket
 import time
 from urllib.parse import quote, urlencode, urlparse
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _validate
+from ansible_collections.overlay.vxlan.plugins.module_utils import _keys, _validate
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 # Consul's HTTP API through the standard library's http.client: requests and py-consul cost a
@@ -382,9 +382,10 @@ class Consul:
                 tree.update(_entries([item], on_bad, None))
         return trees
 
-    def get_many(self, keys):
+    def get_many(self, keys, on_bad=None, known=None):
         """{key: (value, modify_index)} of those ``keys`` that exist, in one read-only transaction per
-        TXN_MAX_OPS keys instead of a request each (a missing key is simply not in the answer)."""
+        TXN_MAX_OPS keys instead of a request each (a missing key is simply not in the answer).
+        ``on_bad`` and ``known`` as for get_tree()."""
         found = {}
         wanted = set(keys)
         keys = list(dict.fromkeys(keys))
@@ -395,7 +396,7 @@ class Consul:
             items = [r.get("KV") or {} for r in self._read_txn(
                 part, "reading %s" % (part[0] if len(part) == 1 else "%s and %d more keys" % (part[0], len(part) - 1)),
                 refused='key_prefix "%s/" read' % self.settings["prefix"])]
-            found.update(_entries([i for i in items if i.get("Key") in wanted], None, None))
+            found.update(_entries([i for i in items if i.get("Key") in wanted], on_bad, known))
         return found
 
     def _read_txn(self, prefixes, what, refused=None):
@@ -472,14 +473,21 @@ class Consul:
         if body.strip() != "true":
             raise OverlayError("Consul at %s refused the write of %s (it answered %r)" % (self.url, key, body.strip()))
 
+    @property
+    def layout(self):
+        return _keys.Layout(self.settings.get("prefix") or "overlay")
+
     def commit(self, ops):
         """Apply ops atomically: {key: ModifyIndex} of every KV op that returns an entry
         (cas, set, get, check-index ...; delete and check-not-exists return none).
 
-        Raises TxnConflict (409: a check failed, nothing applied), ConsulPermissionDenied,
+        The transaction also sets the change mark of every endpoint record it writes
+        (``_keys.Layout.change_marks``), after ``ops``: an op's index in a TxnConflict is its index in
+        ``ops``. Raises TxnConflict (409: a check failed, nothing applied), ConsulPermissionDenied,
         ConsulOutcomeUnknown (may have committed: re-read), or OverlayError. Callers keep
-        batches within TXN_MAX_OPS.
+        batches within TXN_MAX_OPS, marks included (``batches``).
         """
+        ops = list(ops) + self.layout.change_marks(ops)
         if len(ops) > TXN_MAX_OPS:
             raise ValueError("a Consul transaction holds at most %d operations" % TXN_MAX_OPS)
         keys = sorted({op["KV"]["Key"] for op in ops if "KV" in op})
@@ -505,6 +513,20 @@ class Consul:
             raise TxnConflict("Consul at %s: %s was not applied: %s"
                               % (self.url, what, "; ".join("op %s: %s" % e for e in errors)), errors)
         raise OverlayError("Consul at %s: %s failed with HTTP %s: %s" % (self.url, what, code, body.strip()[:200]))
+
+    def batches(self, ops):
+        """``ops`` cut, in order, into transactions that stay within TXN_MAX_OPS once commit() has
+        added their change marks."""
+        layout, part, marks = self.layout, [], set()
+        for op in ops:
+            mine = {m["KV"]["Key"] for m in layout.change_marks([op])}
+            if part and len(part) + 1 + len(marks | mine) > TXN_MAX_OPS:
+                yield part
+                part, marks = [], set()
+            part.append(op)
+            marks |= mine
+        if part:
+            yield part
 
     def txn(self, ops):
         """Apply ops atomically. Returns None on success, or the list of (op index, reason) that failed
@@ -548,6 +570,11 @@ def _kv(verb, key, value=None, index=None):
 def op_create(key, value):
     """Write only if the key does not exist yet: the claim that makes allocations unique."""
     return _kv("cas", key, value, 0)
+
+
+def op_set(key, value):
+    """Write unconditionally (the change marks; tests that write as another host would)."""
+    return _kv("set", key, value)
 
 
 def op_cas(key, value, index):

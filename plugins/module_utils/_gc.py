@@ -12,6 +12,7 @@ One pass (``collect``) reads the whole store once and this host's kernel, and fi
 - endpoint records whose network is gone;
 - address, MAC and gateway claims whose record is gone (after ``grace``: a release that spans
   several transactions leaves claims for a moment);
+- change marks (``_keys.Layout.change_marks``) of a network that is gone and holds no record;
 - br0 ports (ve-*) and gateway ports (gw-*) on this host that no record owns.
 
 With ``apply=False`` it only reports (overlay_network_info verify); stale overlay namespaces are
@@ -37,7 +38,7 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
     """One pass. Returns findings: [{"kind", "key" or "device", "reason", "action"}]."""
     unreadable = []
     tree = store.get_tree(layout.root, on_bad=lambda key, raw: unreadable.append(key))
-    networks, records, claims = {}, {}, []
+    networks, records, claims, change_marks = {}, {}, [], []
     for key, (value, index) in tree.items():
         kind, owner, rest = _split(layout, key)
         if kind == "networks" and isinstance(value, dict) and value.get("id"):
@@ -46,6 +47,8 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
             records[(owner, rest)] = (key, value, index)
         elif kind in ("ipam", "macs", "gateway-ipam") and rest:
             claims.append((kind, owner, rest, key, value, index))
+        elif kind == "changes" and rest:
+            change_marks.append((owner, key, value, index))
     findings, deletes, marks = [], [], []
 
     def found(kind, what, reason, action, key=None):
@@ -112,17 +115,27 @@ def collect(nl, store, layout, underlay, prefix, grace=DEFAULT_GRACE, apply=True
             continue
         found("claim", key, "no record holds it", "release", key=True)
         deletes.append((key, index, value))
+    # Records of any kind, unreadable values included (a mark deleted while a record of it stays could
+    # hide that record from a change pass that never saw the mark).
+    with_records = {net_id for (net_id, _name) in records} | {
+        owner for kind, owner, rest in (_split(layout, key) for key in unreadable) if kind == "endpoints" and rest}
+    for net_id, key, value, index in change_marks:
+        # A removal deletes its network's marks last; a late delete of a record sets its mark again.
+        # Deleted once no record of that network is left (a record deleted in this pass sets it again:
+        # the next pass takes it), with delete-cas: a record written since moved the mark.
+        if net_id not in networks and net_id not in with_records:
+            found("mark", key, "its network is gone", "release", key=True)
+            deletes.append((key, index, value))
     findings += _stray_ports(nl, networks, local_shorts, prefix, apply)
     if apply:
         ops = [_consul.op_cas(k, dict(v, orphaned_at=_keys.now()), i) for k, i, v in marks]
         ops += [_consul.op_delete_cas(k, i) for k, i, _v in deletes]
         committed = True
-        for start in range(0, len(ops), _consul.TXN_MAX_OPS):
+        for part in store.batches(ops):
             try:
-                store.commit(ops[start:start + _consul.TXN_MAX_OPS])
+                store.commit(part)
             except _consul.TxnConflict as e:
                 committed = False  # something changed meanwhile: the next pass looks again
-                part = ops[start:start + _consul.TXN_MAX_OPS]
                 keys = [part[i]["KV"]["Key"] for i, _what in e.errors if isinstance(i, int) and i < len(part)]
                 findings.append({"kind": "store", "key": ", ".join(keys) or "a key of this batch",
                                  "reason": "changed since this pass read it: nothing of this batch was released",

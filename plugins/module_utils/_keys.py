@@ -9,16 +9,22 @@
     <prefix>/v1/endpoints/<network id>/<endpoint>    endpoint record
     <prefix>/v1/hosts/<host>                         host record (its VTEP address)
     <prefix>/v1/gateway-ipam/<host>/<ip>             claim: gateway-bridge address of a local endpoint
+    <prefix>/v1/changes/<network id>/<shard>         change mark: set by every transaction that writes
+                                                     an endpoint record of the shard (change_marks)
 """
 from __future__ import annotations
 
+import base64
 import calendar
 import hashlib
+import json
 import ipaddress
 import os
 import time
+import zlib
 
 SCHEMA = 1
+SHARDS = 64  # change marks per network: a reader woken by a change re-reads 1/SHARDS of the records
 
 
 class Layout:
@@ -73,9 +79,55 @@ class Layout:
     def gateway_claim(self, host, ip):
         return self.gateway_ipam(host) + str(ip)
 
+    def changes(self, network_id):
+        """A network's change marks: one key per shard of its endpoint records (``shard``)."""
+        return "%schanges/%s/" % (self.root, network_id)
+
+    def change_mark(self, network_id, name):
+        return self.changes(network_id) + shard(name)
+
+    def change_marks(self, ops):
+        """The ops that set the change mark of every endpoint record ``ops`` write (create, cas,
+        set, delete: any verb but a read or a check), once per mark. Every transaction carries them
+        (``_consul.Consul.commit`` adds them), so a mark's ModifyIndex moves whenever a record of its
+        shard is written, a record deleted and created again under the same name included: the
+        agent's change pass (agent/peers.py) reads the marks, then only the shards whose mark moved.
+        Only a mark's index counts; its value is new for each transaction (Consul leaves the
+        index of a key written with the value it holds where it was)."""
+        marks = []
+        start = self.root + "endpoints/"
+        for op in ops:
+            kv = op.get("KV") or {}
+            key = kv.get("Key", "")
+            if not key.startswith(start) or kv.get("Verb") in _READ_VERBS:
+                continue
+            network_id, _sep, name = key[len(start):].partition("/")
+            if network_id and name:
+                mark = self.change_mark(network_id, name)
+                if mark not in marks:
+                    marks.append(mark)
+        value = base64.b64encode(json.dumps(os.urandom(8).hex()).encode()).decode() if marks else None
+        return [{"KV": {"Verb": "set", "Key": mark, "Value": value}} for mark in marks]
+
+    def shard_of(self, key):
+        """The shard of an endpoint record's key (None for any other key)."""
+        start = self.root + "endpoints/"
+        if not key.startswith(start):
+            return None
+        _network_id, _sep, name = key[len(start):].partition("/")
+        return shard(name) if name else None
+
     @staticmethod
     def last(key):
         return key.rstrip("/").rsplit("/", 1)[-1]
+
+
+_READ_VERBS = frozenset(("get", "get-tree", "check-index", "check-session", "check-not-exists"))
+
+
+def shard(name):
+    """The change-mark shard of an endpoint name: 2 hex digits, the same on every host and version."""
+    return "%02x" % (zlib.crc32(name.encode("utf-8")) % SHARDS)
 
 
 def new_id():

@@ -26,7 +26,7 @@ import time
 from ansible_collections.overlay.vxlan.plugins.module_utils import _allocate, _consul, _keys, _validate
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
-CLAIMS_PER_ENDPOINT = 4  # address, MAC, gateway address, record
+CLAIMS_PER_ENDPOINT = 5  # address, MAC, gateway address, record, and the record's change mark
 CHUNK = (_consul.TXN_MAX_OPS - 1) // CLAIMS_PER_ENDPOINT  # one op checks the network record
 
 
@@ -236,6 +236,8 @@ def delete_network(store, layout, marked, index, tree):
     final = [_consul.op_delete_cas(layout.network(marked["name"]), index)]
     if vni_value is not None and vni_value.get("id") == marked["id"]:
         final.append(_consul.op_delete_cas(vni_key, vni_index))
+    # The change marks go last: the chunks above set those of the records they delete.
+    final.append(_consul.op_delete_tree(layout.changes(marked["id"])))
     _commit_chunks(store, ops, "removing network %s" % marked["name"], RemovalConflict)
     try:
         store.commit(final)
@@ -256,9 +258,9 @@ def _gateway_claim_deletes(store, layout, records):
 
 
 def _commit_chunks(store, ops, what, conflict=OverlayError):
-    for start in range(0, len(ops), _consul.TXN_MAX_OPS):
+    for part in store.batches(ops):
         try:
-            store.commit(ops[start:start + _consul.TXN_MAX_OPS])
+            store.commit(part)
         except _consul.TxnConflict as e:
             raise conflict("%s: a key changed meanwhile (%s); run again" % (what, e), "state")
 
@@ -413,9 +415,9 @@ def release(store, layout, records, indexes=None):
                     continue
             ops.append(_consul.op_delete_cas(key, index))
     errors = []
-    for start in range(0, len(ops), _consul.TXN_MAX_OPS):
+    for part in store.batches(ops):
         try:
-            store.commit(ops[start:start + _consul.TXN_MAX_OPS])
+            store.commit(part)
         except OverlayError as e:  # keep releasing the other chunks; GC takes what is left
             errors.append(e)
     if errors:
@@ -533,9 +535,9 @@ def mark_detaching(store, layout, entries):
     before any interface is removed. Returns the new indexes by key."""
     ops = [_consul.op_cas(e.key, dict(e.value, detaching=_keys.now()), e.index) for e in entries]
     indexes = {}
-    for start in range(0, len(ops), _consul.TXN_MAX_OPS):
+    for part in store.batches(ops):
         try:
-            indexes.update(store.commit(ops[start:start + _consul.TXN_MAX_OPS]))
+            indexes.update(store.commit(part))
         except _consul.TxnConflict:
             raise OverlayError("an endpoint changed while it was being detached; run again", "name")
     return indexes

@@ -38,10 +38,13 @@ def together(*calls):
     return results
 
 
-def kv(lab, prefix="overlay/"):
-    """Every key under prefix with its decoded JSON value."""
+def kv(lab, prefix="overlay/", marks=False):
+    """Every key under prefix with its decoded JSON value. The change marks (``changes/``: set by
+    every write of an endpoint record, whatever became of it: a log of writes, not state) only with
+    ``marks``; test_store_protocol checks them."""
     _index, items = lab.consul_client().kv.get(prefix, recurse=True)
-    return {i["Key"]: json.loads(i["Value"]) if i["Value"] else None for i in items or ()}
+    return {i["Key"]: json.loads(i["Value"]) if i["Value"] else None for i in items or ()
+            if marks or "/changes/" not in i["Key"]}
 
 
 def ns_exec(host, ns, cmd, check=False):
@@ -81,6 +84,24 @@ def overlay_ns(host):
 def collection_import_path(collection_path):
     if collection_path not in sys.path:
         sys.path.insert(0, collection_path)
+
+
+def write_records(lab, collection_path, writes, prefix="overlay"):
+    """Write keys straight into Consul as another host's run would: ``writes`` {key: value (bytes:
+    written as they are, not as JSON), or None to delete} in one transaction of the collection's client, which also sets the change marks of
+    the endpoint records among them (what the agents' change passes read)."""
+    collection_import_path(collection_path)
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul
+    host, port = lab._consul_forwarder().address
+    store = _consul.Consul({"host": host, "port": port, "scheme": "http", "token": None, "ca_cert": None,
+                            "verify": True, "timeout": 10, "prefix": prefix})
+    import base64
+
+    def op(key, value):
+        if isinstance(value, bytes):  # not JSON: written as it is
+            return {"KV": {"Verb": "set", "Key": key, "Value": base64.b64encode(value).decode()}}
+        return _consul.op_delete(key) if value is None else _consul.op_set(key, value)
+    store.commit([op(k, v) for k, v in writes.items()])
 
 
 def run_ok(cmd):

@@ -18,7 +18,7 @@ import yaml
 
 from lab.faultproxy import FaultProxy
 from lab.nsutil import wait_tcp
-from overlay_helpers import DEMONET, PLAYBOOKS, kernel_snapshot, kv, ns_exec, seed_vars
+from overlay_helpers import DEMONET, PLAYBOOKS, kernel_snapshot, kv, ns_exec, seed_vars, write_records
 
 SEED = str(PLAYBOOKS / "overlay_seed.yml")
 ACL_PORT = 8510
@@ -273,7 +273,7 @@ def test_peers_service_heals_after_a_partition(lab_factory, collection_path):
         # Malformed values under the prefix (where the modules do not read): the rest still syncs.
         client = lab.consul_client()
         garbage = "overlay/v1/endpoints/ffffffffffffffffffffffff/garbage"
-        client.kv.put(garbage, "{not json")
+        write_records(lab, collection_path, {garbage: b"{not json"})  # with its change mark: read by a change pass
         client.kv.put("overlay/v1/junk", "\x00\x01 not json")
         lab.ansible_playbook(SEED, extra_vars=seed_vars([DEMONET], {"docker0": [
             {"network": "demonet", "endpoints": [{"name": "C2", "namespace": "c2", "ip": "192.168.0.102"}]}]}),
@@ -317,6 +317,10 @@ def test_the_peers_service_reads_with_a_read_only_token(lab, collection_path):
         ends = trees["overlay/ro/v1/endpoints/"]
         assert ends["overlay/ro/v1/endpoints/x/e1"] is known["overlay/ro/v1/endpoints/"]["overlay/ro/v1/endpoints/x/e1"]
         assert ends["overlay/ro/v1/endpoints/x/e2"][0] == {"mac": "m2"}
+        # The rest of a change pass: the names of a network's records, and some of them in one transaction.
+        assert store.keys("overlay/ro/v1/endpoints/x/") == ["overlay/ro/v1/endpoints/x/e1", "overlay/ro/v1/endpoints/x/e2"]
+        got = store.get_many(["overlay/ro/v1/endpoints/x/e2", "overlay/ro/v1/endpoints/x/e3"])
+        assert {k: v for k, (v, _i) in got.items()} == {"overlay/ro/v1/endpoints/x/e2": {"mac": "m2"}}
         index = store.wait("overlay/ro/v1/", 0, 1, separator="/")
         lab.acl.api("DELETE", "/v1/kv/overlay/ro/v1/endpoints/x/e1")  # a deletion moves it too
         assert store.wait("overlay/ro/v1/", index, 5, separator="/") > index

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 
-from overlay_helpers import DEMONET, PLAYBOOKS, kv, ns_exec, ping, seed_vars, together
+from overlay_helpers import DEMONET, PLAYBOOKS, kv, ns_exec, ping, seed_vars, together, write_records
 
 SEED = str(PLAYBOOKS / "overlay_seed.yml")
 
@@ -106,10 +106,10 @@ def test_a_sync_from_an_older_read_never_removes_newer_peers(lab_factory, collec
 
 
 def test_change_passes_apply_what_changed_and_full_passes_repair_drift(lab_factory, collection_path):
-    # Records written straight into Consul (a far host's endpoints): the service moves an FDB entry
-    # whose record changed, removes one whose record went; a change pass writes only what changed
-    # (it never reads the tables back), and the periodic full resync repairs a hand-deleted entry.
-    import json
+    # Records written straight into Consul as a far host's run would (with their change marks): the
+    # service moves an FDB entry whose record changed, removes one whose record went; a change pass
+    # writes only what changed (it never reads the tables back), and the periodic full resync repairs
+    # a hand-deleted entry.
     lab = lab_factory()
     d1 = lab.hosts["docker1"]
     d1.add_netns("c1")
@@ -122,14 +122,13 @@ def test_change_passes_apply_what_changed_and_full_passes_repair_drift(lab_facto
     log_path = lab._log_path("peers", "docker1")
     net = kv(lab)["overlay/v1/networks/demonet"]
     ns = "ovl-" + net["id"][:12]
-    client = lab.consul_client()
 
     def put(name, ip, vtep):
         mac = "02:42:" + ":".join("%02x" % int(b) for b in ip.split("."))
         record = {"schema": 1, "id": "%064x" % int(ip.split(".")[-1]), "name": name, "network_id": net["id"],
                   "network": "demonet", "ip": ip, "prefixlen": 24, "mac": mac, "host": "far", "vtep": vtep,
                   "ifname": "eth0", "gateway_ip": None, "namespace": "x"}
-        client.kv.put("overlay/v1/endpoints/%s/%s" % (net["id"], name), json.dumps(record))
+        write_records(lab, collection_path, {"overlay/v1/endpoints/%s/%s" % (net["id"], name): record})
         return mac
 
     def fdb(mac):
@@ -144,6 +143,12 @@ def test_change_passes_apply_what_changed_and_full_passes_repair_drift(lab_facto
     f1 = put("F1", "192.168.0.201", "10.0.0.12")  # the record changed: its entry moves
     assert wait_until(lambda: fdb(f1) == {"10.0.0.12"}), (fdb(f1), log_path.read_text())
     assert neighbour("192.168.0.201")
+    # Deleted and created again at once under the same name on a third host (two transactions back
+    # to back, one wake or two): the change pass re-reads the record's shard and follows.
+    write_records(lab, collection_path, {"overlay/v1/endpoints/%s/F1" % net["id"]: None})
+    f1 = put("F1", "192.168.0.201", "10.0.0.13")
+    assert wait_until(lambda: fdb(f1) == {"10.0.0.13"}, timeout=3), (fdb(f1), log_path.read_text())
+    assert neighbour("192.168.0.201")
 
     # Drift: F1's neighbour deleted by hand. The change pass that brings F2 writes F2's entries only ...
     time.sleep(1)  # the move's pass is over
@@ -155,7 +160,7 @@ def test_change_passes_apply_what_changed_and_full_passes_repair_drift(lab_facto
     assert wait_until(lambda: neighbour("192.168.0.201"), timeout=15), log_path.read_text()
     assert "neigh: add 192.168.0.201 lladdr %s" % f1 in log_path.read_text()
 
-    client.kv.delete("overlay/v1/endpoints/%s/F1" % net["id"])  # the record went: its entries go
+    write_records(lab, collection_path, {"overlay/v1/endpoints/%s/F1" % net["id"]: None})  # the record went: its entries go
     assert wait_until(lambda: fdb(f1) == set() and not neighbour("192.168.0.201")), log_path.read_text()
     assert fdb(f2) == {"10.0.0.10"} and neighbour("192.168.0.202")
     assert watcher.popen.poll() is None, "the watcher died"

@@ -274,3 +274,68 @@ def test_a_runtime_user_registering_after_the_mark_is_refused_and_the_inventory_
     _records.add_user(store, layout, other, other_index, "h2", "c" * 64, "docker")
     assert _network_mod._remove_record(store, layout, other, other_index, "h1") == ([], True)
     assert not [k for k in kv(lab) if "/n2" in k or other["id"] in k]
+
+
+def _marks(lab, network):
+    """{shard: ModifyIndex} of a network's change marks."""
+    _index, items = lab.consul_client().kv.get("overlay/v1/changes/%s/" % network["id"], recurse=True)
+    return {i["Key"].rsplit("/", 1)[1]: i["ModifyIndex"] for i in items or ()}
+
+
+def _record_indexes(lab, network):
+    _index, items = lab.consul_client().kv.get("overlay/v1/endpoints/%s/" % network["id"], recurse=True)
+    return {i["Key"].rsplit("/", 1)[1]: i["ModifyIndex"] for i in items or ()}
+
+
+def test_every_record_write_moves_its_change_mark_and_the_removal_takes_the_marks(lab, mods, monkeypatch):
+    # What the agents' change passes count on: a write of an endpoint record (create, change, even
+    # to the same value, delete) commits its shard's mark at the same index; the marks of a removed
+    # network go with it, and the garbage collection takes those a late write left.
+    _consul, _keys, _network_mod, _records = mods[0], mods[2], mods[3], mods[4]
+    store = _store(lab, mods)
+    layout = _keys.Layout("overlay")
+    network, index = _network(mods, store)
+    names = ["E%d" % i for i in range(30)]
+    claimed = _claim(mods, store, network, index, names)  # three transactions of at most 12 endpoints
+    records, marks = _record_indexes(lab, network), _marks(lab, network)
+    assert sorted(records) == sorted(names)
+    by_shard = {}
+    for name, modify_index in records.items():
+        by_shard.setdefault(_keys.shard(name), []).append(modify_index)
+    assert marks == {shard: max(indexes) for shard, indexes in by_shard.items()}
+
+    # The same value written again (a checked write that changes nothing): Consul leaves the record's
+    # index where it was, and the mark (a new value each time) moves all the same.
+    entry = _records.Entry(layout.endpoint(network["id"], "E3"), kv(lab)[layout.endpoint(network["id"], "E3")],
+                           records["E3"])
+    assert _records.update_endpoint(store, layout, entry, entry.value) == records["E3"]
+    assert _marks(lab, network)[_keys.shard("E3")] > max(records.values())
+
+    # A delete moves it too; the records of other shards keep their marks.
+    gone = [r for r in claimed.records if r["name"] in ("E5", "E6")]
+    before = _marks(lab, network)
+    _records.release(store, layout, gone)
+    after = _marks(lab, network)
+    moved = {s for s in after if after[s] != before[s]}
+    assert moved == {_keys.shard("E5"), _keys.shard("E6")}
+
+    # The removal deletes the marks last, after the records' chunks set them.
+    _records.release(store, layout, [r for r in claimed.records if r["name"] not in ("E5", "E6")])
+    assert _network_mod._remove_record(store, layout, network, index, "h1") == ([], True)
+    assert _marks(lab, network) == {} and list(kv(lab, marks=True)) == []
+
+    # A late writer's mark under a network that is gone: the garbage collection releases it (delete-cas),
+    # and leaves a live network's marks alone.
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _gc
+    live, live_index = _network(mods, store, name="n2", subnet="10.81.0.0/24")
+    _claim(mods, store, live, live_index, ["L1"])
+    store.commit([_consul.op_set(layout.change_mark(network["id"], "E1"), {})])
+
+    class Elsewhere:  # the collection runs as another host: L1 is not its to judge, no kernel is read
+        host, vtep = "h9", "10.1.0.9"
+
+    monkeypatch.setattr(_gc, "_stray_ports", lambda *args: [])  # not in this test's namespace
+    found = _gc.collect(None, store, layout, Elsewhere(), layout.prefix, grace=0)
+    assert [(f["kind"], f["key"], f["action"]) for f in found] == [
+        ("mark", layout.change_mark(network["id"], "E1"), "release")]
+    assert list(_marks(lab, network)) == [] and list(_marks(lab, live)) == [_keys.shard("L1")]

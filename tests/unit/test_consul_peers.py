@@ -130,52 +130,161 @@ def test_index_moves_a_changed_endpoint():
 
 
 class FakeStore:
-    """get_tree from a dict {key: (value, modify_index)}, counting the values it decodes."""
+    """A store from a dict {key: (value, modify_index)}: get_tree, get_trees, keys and get_many as
+    the Consul client answers them, counting the values it decodes; ``write`` as a transaction of
+    the collection writes (the record and its change mark at one new index), ``write_unmarked`` as
+    another tool would."""
 
-    def __init__(self, tree):
-        self.tree = tree
-        self.decoded = 0
+    def __init__(self, tree, layout):
+        self.tree, self.layout = tree, layout
+        self.decoded = self.served = 0
+        self.index = max((i for _v, i in tree.values()), default=0)
+
+    def _entry(self, key, known):
+        value, index = self.tree[key]
+        mark = key.startswith(self.layout.root + "changes/")
+        self.served += not mark  # a record (or another value) in Consul's answer, decoded or not
+        old = (known or {}).get(key)
+        if old is not None and old[1] == index:
+            return old
+        self.decoded += not mark
+        return (value, index)
 
     def get_tree(self, prefix, on_bad=None, known=None):
-        out = {}
-        for key, (value, index) in self.tree.items():
-            if key.startswith(prefix):
-                old = (known or {}).get(key)
-                if old is not None and old[1] == index:
-                    out[key] = old
-                else:
-                    self.decoded += 1
-                    out[key] = (value, index)
-        return out
+        return {key: self._entry(key, known) for key in self.tree if key.startswith(prefix)}
 
     def get_trees(self, prefixes, on_bad=None, known=None):
         return {p: self.get_tree(p, on_bad, (known or {}).get(p)) for p in prefixes}
+
+    def keys(self, prefix):
+        return sorted(key for key in self.tree if key.startswith(prefix))
+
+    def get_many(self, keys, on_bad=None, known=None):
+        return {key: self._entry(key, known) for key in keys if key in self.tree}
+
+    def write_unmarked(self, key, value):
+        self.index += 1
+        if value is None:
+            self.tree.pop(key, None)
+        else:
+            self.tree[key] = (value, self.index)
+
+    def write(self, key, value):
+        self.write_unmarked(key, value)
+        for op in self.layout.change_marks([{"KV": {"Verb": "set", "Key": key}}]):
+            self.tree[op["KV"]["Key"]] = ({}, self.index)
 
 
 def test_state_reads_only_what_changed():
     from ansible_collections.overlay.vxlan.agent import peers
     from ansible_collections.overlay.vxlan.plugins.module_utils import _keys
     layout = _keys.Layout("overlay")
-    ep = layout.endpoint
-    tree = {layout.network("n"): ({"id": "n" * 12, "name": "n"}, 5),
-            layout.ip_claim("n" * 12, "192.168.0.1"): ({"endpoint": "a"}, 6),
-            ep("n" * 12, "a"): (_ep(1, "10.0.0.10"), 6), ep("n" * 12, "b"): (_ep(2, "10.0.0.12"), 7)}
-    store = FakeStore(tree)
+    net = "n" * 12
+
+    def ep(name):
+        return layout.endpoint(net, name)
+
+    tree = {layout.network("n"): ({"id": net, "name": "n"}, 5),
+            layout.ip_claim(net, "192.168.0.1"): ({"endpoint": "a"}, 6)}
+    store = FakeStore(tree, layout)
+    store.write(ep("a"), _ep(1, "10.0.0.10"))
+    store.write(ep("b"), _ep(2, "10.0.0.12"))
+    for i in range(200):  # many records on this host: a change pass must not read them all
+        store.write(ep("x%d" % i), _ep(100 + i, "10.0.0.11"))
     state = peers.State()
     changes = state.read(store, layout, peers.Once(lambda t: None), full=True)
-    assert set(changes["n" * 12]) == {ep("n" * 12, "a"), ep("n" * 12, "b")}
-    assert state.vteps == {"10.0.0.10": 1, "10.0.0.12": 1}
-    store.decoded = 0
+    assert len(changes[net]) == 202
+    assert state.vteps == {"10.0.0.10": 1, "10.0.0.12": 1, "10.0.0.11": 200}
+    store.decoded = store.served = 0
     assert state.read(store, layout, peers.Once(lambda t: None), full=False) == {}
-    assert store.decoded == 0  # nothing changed: nothing decoded
+    assert store.decoded == 0 and store.served == 1  # nothing changed: the network record only
     b2 = _ep(2, "10.0.0.13")
-    tree[ep("n" * 12, "b")] = (b2, 9)
-    del tree[ep("n" * 12, "a")]
-    tree[ep("n" * 12, "c")] = ({"not": "an endpoint"}, 10)
+    store.write(ep("b"), b2)
+    store.write(ep("a"), None)
+    store.write(ep("c"), {"not": "an endpoint"})
     seen = []
     changes = state.read(store, layout, peers.Once(seen.append), full=False)
-    assert store.decoded == 2
-    assert changes == {"n" * 12: {ep("n" * 12, "a"): (_ep(1, "10.0.0.10"), None),
-                                  ep("n" * 12, "b"): (_ep(2, "10.0.0.12"), b2)}}
-    assert state.vteps == {"10.0.0.13": 1} and len(seen) == 1 and "not an endpoint record" in seen[0]
-    assert state.endpoints == {"n" * 12: {ep("n" * 12, "b"): b2}}
+    # The records of three shards of 64 (b's, a's, c's) and nothing else: about 3 * 202 / 64.
+    assert store.decoded == 2 and 2 <= store.served - 1 <= 30, store.served
+    assert changes == {net: {ep("a"): (_ep(1, "10.0.0.10"), None), ep("b"): (_ep(2, "10.0.0.12"), b2)}}
+    assert state.vteps == {"10.0.0.13": 1, "10.0.0.11": 200} and len(seen) == 1 and "not an endpoint record" in seen[0]
+    assert set(state.endpoints[net]) == {ep("b")} | {ep("x%d" % i) for i in range(200)}
+
+    # Deleted and created again under the same name with another VTEP (an endpoint that moved host)
+    # between two passes: its mark moved, so the pass sees it, whatever else changed.
+    store.write(ep("b"), None)
+    b3 = _ep(2, "10.0.0.14")
+    store.write(ep("b"), b3)
+    changes = state.read(store, layout, peers.Once(lambda t: None), full=False)
+    assert changes == {net: {ep("b"): (b2, b3)}}
+
+    # A writer that sets no mark is not seen by a change pass; the next full pass finds it.
+    store.write_unmarked(ep("x7"), _ep(107, "10.0.0.15"))
+    assert state.read(store, layout, peers.Once(lambda t: None), full=False) == {}
+    changes = state.read(store, layout, peers.Once(lambda t: None), full=True)
+    assert changes[net][ep("x7")][1]["vtep"] == "10.0.0.15"
+    assert state.vteps["10.0.0.15"] == 1
+
+    # A network's first records (nothing known of it yet), and many shards moved at once: read whole.
+    other = "m" * 12
+    for i in range(40):
+        store.write(layout.endpoint(other, "y%d" % i), _ep(300 + i, "10.0.0.12"))
+    changes = state.read(store, layout, peers.Once(lambda t: None), full=False)
+    assert len(changes[other]) == 40 and set(changes) == {other}
+    for i in range(40):
+        store.write(layout.endpoint(other, "y%d" % i), None)
+    changes = state.read(store, layout, peers.Once(lambda t: None), full=False)
+    assert len(changes[other]) == 40 and all(after is None for _b, after in changes[other].values())
+    assert other not in state.endpoints
+
+    # A network removed between two passes, its marks deleted last: the pass never saw them (its
+    # records came from a writer without marks, read by a full pass), but the network's record went,
+    # so its records are read again (none left).
+    gone = "p" * 12
+    store.write_unmarked(layout.network("p"), {"id": gone, "name": "p"})
+    for i in range(5):
+        store.write_unmarked(layout.endpoint(gone, "z%d" % i), _ep(400 + i, "10.0.0.16"))
+    state.read(store, layout, peers.Once(lambda t: None), full=True)
+    assert len(state.endpoints[gone]) == 5 and state.vteps["10.0.0.16"] == 5
+    store.write_unmarked(layout.network("p"), None)
+    for i in range(5):
+        store.write(layout.endpoint(gone, "z%d" % i), None)
+    for key in [k for k in store.tree if k.startswith(layout.changes(gone))]:
+        store.write_unmarked(key, None)
+    changes = state.read(store, layout, peers.Once(lambda t: None), full=False)
+    assert set(changes) == {gone} and len(changes[gone]) == 5 and gone not in state.endpoints
+    assert "10.0.0.16" not in state.vteps
+
+
+def test_change_marks_of_a_transaction():
+    """Every op that writes an endpoint record sets its shard's mark, once per mark; reads and
+    checks set none, nor do writes of other keys. commit() adds them after the ops and batches()
+    keeps a transaction within 64 operations marks included."""
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _keys
+    layout = _keys.Layout("rt/x")
+    net = "a" * 64
+    ops = [_consul.op_check_index(layout.network("n"), 3), _consul.op_create(layout.ip_claim(net, "10.0.0.2"), {}),
+           _consul.op_create(layout.endpoint(net, "c1"), {}), _consul.op_cas(layout.endpoint(net, "c1"), {}, 4),
+           _consul.op_delete_cas(layout.endpoint(net, "c2"), 5), _consul.op_get(layout.endpoint(net, "c3")),
+           _consul.op_check_not_exists(layout.endpoint(net, "c4"))]
+    marks = [op["KV"]["Key"] for op in layout.change_marks(ops)]
+    assert marks == [layout.change_mark(net, "c1"), layout.change_mark(net, "c2")] or \
+        (marks == [layout.change_mark(net, "c1")] and _keys.shard("c1") == _keys.shard("c2"))
+    assert all(m.startswith("rt/x/v1/changes/%s/" % net) and len(m.rsplit("/", 1)[1]) == 2 for m in marks)
+    assert len({_keys.shard("c%d" % i) for i in range(1000)}) == _keys.SHARDS
+    assert layout.shard_of(layout.endpoint(net, "c1")) == _keys.shard("c1")
+    assert layout.shard_of(layout.ip_claim(net, "10.0.0.2")) is None
+
+    store = _consul.Consul({"host": "127.0.0.1", "port": 1, "scheme": "http", "token": None, "timeout": 1,
+                            "prefix": "rt/x"})
+    deletes = [_consul.op_delete_cas(layout.endpoint(net, "e%d" % i), 7) for i in range(200)]
+    parts = list(store.batches(deletes))
+    assert [op for part in parts for op in part] == deletes
+    assert all(len(part) + len(layout.change_marks(part)) <= _consul.TXN_MAX_OPS for part in parts)
+    assert all(len(part) + len(layout.change_marks(part)) > _consul.TXN_MAX_OPS - 2 for part in parts[:-1])
+    claims = [_consul.op_create(layout.ip_claim(net, "10.0.%d.1" % i), {}) for i in range(100)]
+    assert [len(part) for part in store.batches(claims)] == [64, 36]
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _records
+    assert 1 + _records.CHUNK * _records.CLAIMS_PER_ENDPOINT <= _consul.TXN_MAX_OPS
+
+

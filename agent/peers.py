@@ -50,7 +50,6 @@ def _valid_endpoint(value):
     return isinstance(value, dict) and all(isinstance(value.get(f), str) for f in ENDPOINT_FIELDS)
 
 
-PARTS = ("networks/", "hosts/", "endpoints/", "changes/")  # what the passes keep, under the layout's root
 MARKED = ("networks/", "hosts/", "changes/")  # what a change pass reads whole (a few keys each)
 WHOLE = _keys.SHARDS // 4  # more shards of a network moved than this: its records are read whole
 ALL = frozenset(("*",))  # every shard of a network
@@ -82,7 +81,9 @@ class State:
     seen by the next full pass (the periodic resync, ``--wait``)."""
 
     def __init__(self):
-        self.parts = {}       # part -> {key: (value, modify_index)} as last read
+        self.parts = {}       # part (MARKED) -> {key: (value, modify_index)} as last read
+        self.raw = {}         # network id -> {key: (value, modify_index)}: its endpoint records as last read
+        self.sharded = {}     # network id -> {shard: {key}} of those records
         self.endpoints = {}   # network id -> {key: endpoint record}, the valid records as last read
         self.vteps = collections.Counter()  # the vtep of every endpoint record (the firewall's set)
         self.synced = {}      # network id -> Synced
@@ -102,58 +103,65 @@ class State:
         def bad(key, raw):
             once(key, "skipping %s: its value %r is not the JSON this collection writes" % (key, raw[:80]))
 
+        diffs = []  # (network id, {key: entry} before, {key: entry} after, keys that may differ)
         if full:  # the whole tree: every unreadable value anywhere is logged (the garbage collection counts on it)
-            parts = {part: {} for part in PARTS}
+            parts = {part: {} for part in MARKED}
+            raw = {}
+            skip = len(layout.root + "endpoints/")
             for key, entry in store.get_tree(layout.root, on_bad=bad).items():
                 part = key[len(layout.root):].split("/", 1)[0] + "/"
                 if part in parts:
                     parts[part][key] = entry
-            old, self.parts = {}, parts
+                elif part == "endpoints/":
+                    raw.setdefault(key[skip:].split("/", 1)[0], {})[key] = entry
+            self.parts, self.raw, self.sharded = parts, {}, {}
             self.endpoints, self.vteps = {}, collections.Counter()
-            changed = list(parts["endpoints/"])
+            diffs = [(network_id, {}, tree, tree.keys()) for network_id, tree in sorted(raw.items())]
         else:
             trees = store.get_trees([layout.root + part for part in MARKED], on_bad=bad,
                                     known={layout.root + part: self.parts.get(part) for part in MARKED})
-            old = self.parts.get("endpoints/", {})
-            new = dict(old)
-            changed = []
             moved = _moved(layout, self.parts.get("changes/", {}), trees[layout.root + "changes/"])
             # A network that went: its removal deleted its marks too, maybe all since the last read.
             for network_id in _ids(self.parts.get("networks/", {})) - _ids(trees[layout.root + "networks/"]):
                 moved[network_id] = ALL
-            for network_id, shards in sorted(moved.items()):
-                prefix = layout.endpoints(network_id)
-                before = {k: entry for k, entry in old.items() if k.startswith(prefix)}
-                after = _read_shards(store, layout, prefix, shards, before, bad)
-                for key in before.keys() | after.keys():
-                    if before.get(key) is not after.get(key):
-                        changed.append(key)
-                        if key in after:
-                            new[key] = after[key]
-                        else:
-                            del new[key]
             self.parts = {part: trees[layout.root + part] for part in MARKED}
-            self.parts["endpoints/"] = new
+            for network_id, shards in sorted(moved.items()):
+                before = self.raw.get(network_id, {})
+                after, touched = _read_shards(store, layout, layout.endpoints(network_id), shards, before,
+                                              self.sharded.get(network_id, {}), bad)
+                diffs.append((network_id, before, after, touched))
         changes = {}
-        skip = len(layout.root + "endpoints/")
-        new = self.parts["endpoints/"]
-        for key in changed:
-            before, after = old.get(key, (None, 0))[0], new.get(key, (None, 0))[0]
-            for value, step in ((before, -1), (after, 1)):
-                if isinstance(value, dict) and isinstance(value.get("vtep"), str) and value["vtep"]:
-                    self.vteps[value["vtep"]] += step
-            net_id = key[skip:].split("/", 1)[0]
-            records = self.endpoints.setdefault(net_id, {})
-            before = records.pop(key, None)
-            if after is not None and not _valid_endpoint(after):
-                once(key, "skipping %s: not an endpoint record (%r)" % (key, str(after)[:80]))
-                after = None
-            if after is not None:
-                records[key] = after
+        for network_id, old, new, touched in diffs:
+            changed = [key for key in touched if old.get(key) is not new.get(key)]
+            if new:
+                self.raw[network_id] = new
+            else:
+                self.raw.pop(network_id, None)
+            index = self.sharded.setdefault(network_id, {})
+            records = self.endpoints.setdefault(network_id, {})
+            for key in changed:
+                before, after = old.get(key, (None, 0))[0], new.get(key, (None, 0))[0]
+                if (key in old) != (key in new):
+                    shard = index.setdefault(layout.shard_of(key), set())
+                    if key in new:
+                        shard.add(key)
+                    else:
+                        shard.discard(key)
+                for value, step in ((before, -1), (after, 1)):
+                    if isinstance(value, dict) and isinstance(value.get("vtep"), str) and value["vtep"]:
+                        self.vteps[value["vtep"]] += step
+                before = records.pop(key, None)
+                if after is not None and not _valid_endpoint(after):
+                    once(key, "skipping %s: not an endpoint record (%r)" % (key, str(after)[:80]))
+                    after = None
+                if after is not None:
+                    records[key] = after
+                if before is not None or after is not None:
+                    changes.setdefault(network_id, {})[key] = (before, after)
             if not records:
-                del self.endpoints[net_id]
-            if before is not None or after is not None:
-                changes.setdefault(net_id, {})[key] = (before, after)
+                del self.endpoints[network_id]
+            if not new:
+                del self.sharded[network_id]
         self.vteps += collections.Counter()  # drops the vteps no record has any more
         return changes
 
@@ -174,19 +182,29 @@ def _ids(networks):
     return {value["id"] for value, _index in networks.values() if _valid_network(value)}
 
 
-def _read_shards(store, layout, prefix, shards, before, bad):
-    """A network's endpoint records ({key: (value, index)}) read again where ``shards`` moved:
-    entries of ``before`` (the last read) outside them are kept as they are."""
+def _read_shards(store, layout, prefix, shards, before, sharded, bad):
+    """A network's endpoint records read again where ``shards`` moved: (records, the keys that may
+    differ from ``before``). ``before``: {key: (value, index)} of the last read, kept as they are
+    outside those shards; ``sharded``: {shard: {key}} of ``before``. Costs what the shards hold
+    and the key listing, not a walk of every record."""
     if not before or shards is ALL or len(shards) > WHOLE:
-        return store.get_tree(prefix, on_bad=bad, known=before)
-    listed = store.keys(prefix)
-    wanted = [k for k in listed if k not in before or layout.shard_of(k) in shards]
-    after = store.get_many(wanted, on_bad=bad, known=before) if wanted else {}
-    wanted = set(wanted)
-    for key in listed:
-        if key not in wanted and key in before:
-            after[key] = before[key]
-    return after
+        after = store.get_tree(prefix, on_bad=bad, known=before)
+        return after, before.keys() | after.keys()
+    listed = set(store.keys(prefix))
+    wanted = listed - before.keys()  # names not seen before (or whose value could not be read)
+    for shard in shards:
+        wanted |= sharded.get(shard, set()) & listed
+    gone = before.keys() - listed
+    after = dict(before)
+    for key in gone:
+        del after[key]
+    got = store.get_many(sorted(wanted), on_bad=bad, known=before) if wanted else {}
+    for key in wanted:
+        if key in got:
+            after[key] = got[key]
+        else:  # deleted since the listing, or unreadable
+            after.pop(key, None)
+    return after, wanted | gone
 
 
 def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEFAULT_GRACE, state=None,

@@ -17,8 +17,8 @@ from __future__ import annotations
 import base64
 import calendar
 import hashlib
-import json
 import ipaddress
+import json
 import os
 import time
 import zlib

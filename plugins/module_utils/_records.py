@@ -17,6 +17,10 @@ Every write is one Consul transaction whose checks make interleavings with other
 - a batch whose later transaction fails releases what its earlier ones committed;
 - a transaction whose answer was lost (ConsulOutcomeUnknown) is settled by reading back the keys
   it wrote: adopted when they hold this run's values, retried or released otherwise.
+
+Every transaction that writes an endpoint record also sets the record's change mark
+(``_keys.Layout.change_marks``, added by ``_consul.Consul.commit``): what the agents' change passes
+read instead of every record. Chunked writes go through ``store.batches`` to leave room for them.
 """
 from __future__ import annotations
 

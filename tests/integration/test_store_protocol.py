@@ -339,3 +339,87 @@ def test_every_record_write_moves_its_change_mark_and_the_removal_takes_the_mark
     assert [(f["kind"], f["key"], f["action"]) for f in found] == [
         ("mark", layout.change_mark(network["id"], "E1"), "release")]
     assert list(_marks(lab, network)) == [] and list(_marks(lab, live)) == [_keys.shard("L1")]
+
+
+def test_change_passes_racing_writers_end_where_a_full_read_does(lab, mods):
+    # The peers service's change passes (agent/peers.py State.read, full=False) back to back while
+    # three writers race on one network through the store protocol: batch attaches, detaches, moves
+    # to another VTEP (a record changed in place), and detach-then-attach under the same name on
+    # another host (deleted and created again). Once the writers stop, one more change pass must hold
+    # exactly what a full read of the store finds.
+    import random
+    import threading
+    from ansible_collections.overlay.vxlan.agent import peers
+    _consul, _endpoint, _keys, _records = mods[0], mods[1], mods[2], mods[4]
+    layout = _keys.Layout("overlay")
+    network, index = _network(mods, _store(lab, mods), subnet="10.82.0.0/22")
+    once = peers.Once(lambda text: None)
+    reader = peers.State()
+    reader.read(_store(lab, mods), layout, once, full=True)
+    stop, passes, failures = threading.Event(), [0], []
+
+    def read_loop():
+        store = _store(lab, mods)
+        while not stop.is_set():
+            reader.read(store, layout, once, full=False)
+            passes[0] += 1
+
+    def on(host):
+        class Underlay:
+            pass
+        Underlay.host, Underlay.vtep = host, "10.1.0.%d" % (10 + int(host[1:]))
+        return Underlay()
+
+    def writer(w):
+        rnd, store, mine = random.Random(w), _store(lab, mods), {}
+        for step in range(40):
+            try:
+                if len(mine) < 4 or rnd.random() < 0.35:
+                    names = ["w%d-%d-%d" % (w, step, i) for i in range(rnd.randint(1, 3))]
+                    items = [_endpoint.Item({"name": n, "namespace": "ns"}, "", {"ifname": "eth0", "gateway_ifname": "eth1"})
+                             for n in names]
+                    claimed = _records.claim_endpoints(store, layout, network, index, "h%d" % w,
+                                                       _endpoint.new_records_builder(network, None, on("h%d" % w), items),
+                                                       len(items), "addresses")
+                    mine.update({r["name"]: r for r in claimed.records})
+                    continue
+                name = rnd.choice(sorted(mine))
+                key = layout.endpoint(network["id"], name)
+                value, modify_index = store.get(key)
+                choice = rnd.random()
+                if choice < 0.4:  # moved to another VTEP in place
+                    _records.update_endpoint(store, layout, _records.Entry(key, value, modify_index),
+                                             dict(value, vtep="10.1.1.%d" % rnd.randint(1, 200)))
+                elif choice < 0.7:  # detached
+                    _records.release(store, layout, [value])
+                    del mine[name]
+                else:  # detached, and attached again under the same name by another host
+                    _records.release(store, layout, [value])
+                    host = "h%d" % rnd.randint(4, 9)
+                    items = [_endpoint.Item({"name": name, "namespace": "ns"}, "", {"ifname": "eth0", "gateway_ifname": "eth1"})]
+                    claimed = _records.claim_endpoints(store, layout, network, index, host,
+                                                       _endpoint.new_records_builder(network, None, on(host), items),
+                                                       1, "addresses")
+                    mine[name] = claimed.records[0]
+            except Exception as e:  # a writer's own failure is not the subject: it is reported below
+                failures.append("writer %d step %d: %s" % (w, step, e))
+
+    reading = threading.Thread(target=read_loop)
+    reading.start()
+    writers = [threading.Thread(target=writer, args=(w,)) for w in (1, 2, 3)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    reading.join()
+    assert not failures, failures
+    reader.read(_store(lab, mods), layout, once, full=False)
+    full = peers.State()
+    full.read(_store(lab, mods), layout, once, full=True)
+    assert passes[0] >= 20, "the reader hardly ran: %d passes" % passes[0]
+    assert full.endpoints.get(network["id"]), "the writers left nothing to compare"
+    assert reader.endpoints == full.endpoints
+    assert reader.vteps == full.vteps
+    for mark in full.parts["changes/"]:
+        assert mark.startswith(layout.changes(network["id"]))

@@ -8,8 +8,9 @@ relayed to the upstream resolvers (``--dns-upstream``, default the nameservers o
 /etc/resolv.conf that are not this server's own addresses). A name that two networks hold answers
 with the network whose name sorts first; ``<name>.<network>`` is exact.
 
-The table follows Consul with a blocking query on the store (no polling): a name is served within
-a Consul round trip of its record's creation. Docker's embedded DNS forwards the names it does not
+The table follows Consul with a blocking query on the store (no polling) and reads only what the
+change marks name (``_changes.View``): a name is served within a Consul round trip of its record's
+creation, at a cost that follows the change, not the size of the store. Docker's embedded DNS forwards the names it does not
 know to the daemon's ``dns`` servers: point them at this server (docs/names.md).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import struct
 import threading
 import time
 
-from ansible_collections.overlay.vxlan.plugins.module_utils import _consul, _keys
+from ansible_collections.overlay.vxlan.plugins.module_utils import _changes, _consul, _keys
 
 TYPE_A, TYPE_AAAA, TYPE_ANY, CLASS_IN = 1, 28, 255, 1
 RCODE_SERVFAIL, RCODE_NXDOMAIN = 2, 3
@@ -60,17 +61,22 @@ class Table:
             return self.names.get(name.lower().rstrip("."))
 
 
-def follow(store, layout, table, log, stop):
-    """Keep ``table`` in step with Consul: a blocking query on the root; back off while it is away."""
-    index = 0
+def follow(store, layout, table, log, stop, wait="30s"):
+    """Keep ``table`` in step with Consul: a blocking query on the root (the keys up to the first
+    "/" only), then a read of what the change marks name (``_changes.View``); the whole store
+    on the first read, after an error and when ``wait`` passes without a change (a periodic full
+    read, which also catches a writer that sets no marks). Backs off while Consul is away."""
+    view, index, full = _changes.View(), 0, True
     while not stop.is_set():
         try:
-            tree = store.get_tree(layout.root, on_bad=lambda key, raw: None)
-            table.rebuild(tree, layout)
-            index = store.wait(layout.root, index, "30s")
+            view.read(store, layout, lambda key, raw: None, full)
+            table.rebuild(view.tree(), layout)
+            new_index = store.wait(layout.root, index, wait, separator="/")
+            full = new_index <= index  # no change within the wait, or Consul's index went back
+            index = new_index
         except Exception as e:  # noqa: BLE001 - the last table keeps being served
             log("names: reading Consul failed (%s); retrying" % e)
-            index = 0
+            index, full = 0, True
             stop.wait(1.0)
 
 

@@ -7,8 +7,9 @@ that has a namespace on this host gets its FDB and neighbour entries synced with
 code the modules use (``_peers``, ``_antispoof``, ``_firewall``, ``_overlay_ns``). A full pass (the
 first, each periodic resync, the first after another writer held the host lock or after an error)
 reads and enforces everything, and also runs the garbage collection (``_gc``) unless it is switched
-off; a pass woken by a change applies the endpoint records that changed since the last pass, by
-their ModifyIndex (``State``), so that its cost follows the change, not the size of the network.
+off; a pass woken by a change reads only what the change marks name (``_changes.View``) and applies
+the endpoint records that changed since the last pass (``State``), so that its cost follows the
+change, not the size of the network.
 Started by ``python -m ansible_collections.overlay.vxlan.agent`` (agent/__main__.py).
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 
 from ansible_collections.overlay.vxlan.plugins.module_utils import (
-    _antispoof, _consul, _firewall, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers, _underlay)
+    _antispoof, _changes, _consul, _firewall, _gc, _hostlock, _keys, _netns, _overlay_ns, _peers, _underlay)
 from ansible_collections.overlay.vxlan.plugins.module_utils._errors import OverlayError
 
 BACKOFF_FIRST = 0.05  # seconds; doubling while Consul does not answer ...
@@ -50,9 +51,6 @@ def _valid_endpoint(value):
     return isinstance(value, dict) and all(isinstance(value.get(f), str) for f in ENDPOINT_FIELDS)
 
 
-MARKED = ("networks/", "hosts/", "changes/")  # what a change pass reads whole (a few keys each)
-WHOLE = _keys.SHARDS // 4  # more shards of a network moved than this: its records are read whole
-ALL = frozenset(("*",))  # every shard of a network
 
 
 class Synced:
@@ -66,24 +64,14 @@ class Synced:
 class State:
     """What the passes read and enforced, kept between them (``run`` holds one).
 
-    A change pass reads the networks, the hosts and the change marks (``_keys.Layout.change_marks``)
-    in one read-only transaction, then only the endpoint records of the shards whose mark moved:
-    the names of the network's records (a key listing), and the records of those shards and any
-    name not seen before (one transaction per 64). Every transaction that writes a record sets its
-    shard's mark, so a record changed, deleted, or deleted and created again under the same name
-    moves a mark, and a mark read before the records can only be older than them: a write after the
-    marks were read moves a mark again and wakes the next pass. Each network then applies only the
-    records that changed. The cost follows the change, not the number of endpoints (up to the key
-    listing, a name per endpoint: a tenth of the records' bytes). A network whose record went is
-    read again whole (its removal deleted its marks, maybe before this service saw them).
-
-    A writer that does not set the marks (another tool writing records straight into Consul) is
-    seen by the next full pass (the periodic resync, ``--wait``)."""
+    The store is read through a ``_changes.View``: a full pass reads everything, a change pass only
+    the endpoint records whose change mark moved (docs/key-layout.md, "Change marks"). Each network
+    then applies only the records that changed: the cost of a change pass follows the change, not
+    the number of endpoints. A writer that does not set the marks (another tool writing records
+    straight into Consul) is seen by the next full pass (the periodic resync, ``--wait``)."""
 
     def __init__(self):
-        self.parts = {}       # part (MARKED) -> {key: (value, modify_index)} as last read
-        self.raw = {}         # network id -> {key: (value, modify_index)}: its endpoint records as last read
-        self.sharded = {}     # network id -> {shard: {key}} of those records
+        self.view = _changes.View()  # the store as last read
         self.endpoints = {}   # network id -> {key: endpoint record}, the valid records as last read
         self.vteps = collections.Counter()  # the vtep of every endpoint record (the firewall's set)
         self.synced = {}      # network id -> Synced
@@ -97,56 +85,24 @@ class State:
         self.synced.clear()
         self.firewall = self.network_ids = None
 
+    @property
+    def parts(self):
+        return self.view.parts
+
     def read(self, store, layout, once, full):
-        """Read the store; returns {network id: {key: (record before, record after)}}: the endpoint
-        records that changed since the last read (every one after a full read); {} for none."""
+        """Read the store (``_changes.View``); returns {network id: {key: (record before, record
+        after)}}: the endpoint records that changed since the last read (every one after a full
+        read); {} for none. Values that are not endpoint records are logged once and left out."""
         def bad(key, raw):
             once(key, "skipping %s: its value %r is not the JSON this collection writes" % (key, raw[:80]))
 
-        diffs = []  # (network id, {key: entry} before, {key: entry} after, keys that may differ)
-        if full:  # the whole tree: every unreadable value anywhere is logged (the garbage collection counts on it)
-            parts = {part: {} for part in MARKED}
-            raw = {}
-            skip = len(layout.root + "endpoints/")
-            for key, entry in store.get_tree(layout.root, on_bad=bad).items():
-                part = key[len(layout.root):].split("/", 1)[0] + "/"
-                if part in parts:
-                    parts[part][key] = entry
-                elif part == "endpoints/":
-                    raw.setdefault(key[skip:].split("/", 1)[0], {})[key] = entry
-            self.parts, self.raw, self.sharded = parts, {}, {}
+        moved = self.view.read(store, layout, bad, full)
+        if full:
             self.endpoints, self.vteps = {}, collections.Counter()
-            diffs = [(network_id, {}, tree, tree.keys()) for network_id, tree in sorted(raw.items())]
-        else:
-            trees = store.get_trees([layout.root + part for part in MARKED], on_bad=bad,
-                                    known={layout.root + part: self.parts.get(part) for part in MARKED})
-            moved = _moved(layout, self.parts.get("changes/", {}), trees[layout.root + "changes/"])
-            # A network that went: its removal deleted its marks too, maybe all since the last read.
-            for network_id in _ids(self.parts.get("networks/", {})) - _ids(trees[layout.root + "networks/"]):
-                moved[network_id] = ALL
-            self.parts = {part: trees[layout.root + part] for part in MARKED}
-            for network_id, shards in sorted(moved.items()):
-                before = self.raw.get(network_id, {})
-                after, touched = _read_shards(store, layout, layout.endpoints(network_id), shards, before,
-                                              self.sharded.get(network_id, {}), bad)
-                diffs.append((network_id, before, after, touched))
         changes = {}
-        for network_id, old, new, touched in diffs:
-            changed = [key for key in touched if old.get(key) is not new.get(key)]
-            if new:
-                self.raw[network_id] = new
-            else:
-                self.raw.pop(network_id, None)
-            index = self.sharded.setdefault(network_id, {})
+        for network_id, pairs in moved.items():
             records = self.endpoints.setdefault(network_id, {})
-            for key in changed:
-                before, after = old.get(key, (None, 0))[0], new.get(key, (None, 0))[0]
-                if (key in old) != (key in new):
-                    shard = index.setdefault(layout.shard_of(key), set())
-                    if key in new:
-                        shard.add(key)
-                    else:
-                        shard.discard(key)
+            for key, (before, after) in pairs.items():
                 for value, step in ((before, -1), (after, 1)):
                     if isinstance(value, dict) and isinstance(value.get("vtep"), str) and value["vtep"]:
                         self.vteps[value["vtep"]] += step
@@ -160,51 +116,8 @@ class State:
                     changes.setdefault(network_id, {})[key] = (before, after)
             if not records:
                 del self.endpoints[network_id]
-            if not new:
-                del self.sharded[network_id]
         self.vteps += collections.Counter()  # drops the vteps no record has any more
         return changes
-
-
-def _moved(layout, old, new):
-    """{network id: {shard}} of the change marks whose ModifyIndex differs between two reads."""
-    moved = {}
-    skip = len(layout.root + "changes/")
-    for key in old.keys() | new.keys():
-        if old.get(key, (None, 0))[1] != new.get(key, (None, 0))[1]:
-            network_id, _sep, shard = key[skip:].partition("/")
-            if network_id and shard:
-                moved.setdefault(network_id, set()).add(shard)
-    return moved
-
-
-def _ids(networks):
-    return {value["id"] for value, _index in networks.values() if _valid_network(value)}
-
-
-def _read_shards(store, layout, prefix, shards, before, sharded, bad):
-    """A network's endpoint records read again where ``shards`` moved: (records, the keys that may
-    differ from ``before``). ``before``: {key: (value, index)} of the last read, kept as they are
-    outside those shards; ``sharded``: {shard: {key}} of ``before``. Costs what the shards hold
-    and the key listing, not a walk of every record."""
-    if not before or shards is ALL or len(shards) > WHOLE:
-        after = store.get_tree(prefix, on_bad=bad, known=before)
-        return after, before.keys() | after.keys()
-    listed = set(store.keys(prefix))
-    wanted = listed - before.keys()  # names not seen before (or whose value could not be read)
-    for shard in shards:
-        wanted |= sharded.get(shard, set()) & listed
-    gone = before.keys() - listed
-    after = dict(before)
-    for key in gone:
-        del after[key]
-    got = store.get_many(sorted(wanted), on_bad=bad, known=before) if wanted else {}
-    for key in wanted:
-        if key in got:
-            after[key] = got[key]
-        else:  # deleted since the listing, or unreadable
-            after.pop(key, None)
-    return after, wanted | gone
 
 
 def sync_once(nl, store, layout, underlay, once=None, gc=False, gc_grace=_gc.DEFAULT_GRACE, state=None,

@@ -288,3 +288,39 @@ def test_change_marks_of_a_transaction():
     assert 1 + _records.CHUNK * _records.CLAIMS_PER_ENDPOINT <= _consul.TXN_MAX_OPS
 
 
+
+
+def test_names_follow_the_change_marks():
+    # The names service's loop (agent/names.py follow): a full read first, then reads of what the
+    # marks name after each wake, a full read again when the wait passes without a change.
+    import threading
+    from ansible_collections.overlay.vxlan.agent import names
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _keys
+    layout = _keys.Layout("overlay")
+    net = "n" * 12
+    store = FakeStore({layout.network("n"): ({"id": net, "name": "n"}, 1)}, layout)
+    for i in range(100):
+        store.write(layout.endpoint(net, "x%d" % i), dict(_ep(i, "10.0.0.11"), name="x%d" % i, network_id=net))
+    table, stop, tables, served = names.Table(), threading.Event(), [], []
+    steps = [lambda: store.write(layout.endpoint(net, "web"), dict(_ep(200, "10.0.0.12", ip="10.9.0.7"), name="web",
+                                                                                network_id=net)),
+             lambda: store.write(layout.endpoint(net, "web"), None),
+             lambda: None]  # no change: the wait passes, and the next read is full
+
+    def wait(prefix, index, seconds, separator=None):
+        assert separator == "/"
+        tables.append(dict(table.names))
+        served.append(store.served)
+        store.served = 0
+        if not steps:
+            stop.set()
+            return store.index
+        steps.pop(0)()
+        return store.index
+
+    store.wait = wait
+    names.follow(store, layout, table, lambda text: None, stop)
+    assert tables[0]["x7.n"] == "192.168.0.7" and "web" not in tables[0]
+    assert tables[1]["web"] == tables[1]["web.n"] == "10.9.0.7"
+    assert "web" not in tables[2] and tables[3] == tables[2]
+    assert served[0] >= 101 and served[1] <= 10 and served[2] <= 10 and served[3] >= 101, served

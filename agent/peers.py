@@ -51,8 +51,6 @@ def _valid_endpoint(value):
     return isinstance(value, dict) and all(isinstance(value.get(f), str) for f in ENDPOINT_FIELDS)
 
 
-
-
 class Synced:
     """What the last sync of one network enforced: the network's record (its ModifyIndex) on the
     same namespace (its identity) with that vxlan0, and the remote endpoints (``_peers.Index``)."""

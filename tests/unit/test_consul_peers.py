@@ -288,8 +288,6 @@ def test_change_marks_of_a_transaction():
     assert 1 + _records.CHUNK * _records.CLAIMS_PER_ENDPOINT <= _consul.TXN_MAX_OPS
 
 
-
-
 def test_names_follow_the_change_marks():
     # The names service's loop (agent/names.py follow): a full read first, then reads of what the
     # marks name after each wake, a full read again when the wait passes without a change.
@@ -302,8 +300,8 @@ def test_names_follow_the_change_marks():
     for i in range(100):
         store.write(layout.endpoint(net, "x%d" % i), dict(_ep(i, "10.0.0.11"), name="x%d" % i, network_id=net))
     table, stop, tables, served = names.Table(), threading.Event(), [], []
-    steps = [lambda: store.write(layout.endpoint(net, "web"), dict(_ep(200, "10.0.0.12", ip="10.9.0.7"), name="web",
-                                                                                network_id=net)),
+    web = dict(_ep(200, "10.0.0.12", ip="10.9.0.7"), name="web", network_id=net)
+    steps = [lambda: store.write(layout.endpoint(net, "web"), web),
              lambda: store.write(layout.endpoint(net, "web"), None),
              lambda: None]  # no change: the wait passes, and the next read is full
 

@@ -66,13 +66,15 @@ class View:
             moved = _moved(layout, self.parts.get("changes/", {}), trees[layout.root + "changes/"])
             for network_id in _ids(self.parts.get("networks/", {})) - _ids(trees[layout.root + "networks/"]):
                 moved[network_id] = ALL
-            self.parts = {part: trees[layout.root + part] for part in MARKED}
             diffs = []
             for network_id, shards in sorted(moved.items()):
                 before = self.raw.get(network_id, {})
                 after, touched = _read_shards(store, layout, layout.endpoints(network_id), shards, before,
                                               self.sharded.get(network_id, {}), bad)
                 diffs.append((network_id, before, after, touched))
+            # Only now: a read that failed part-way leaves the view as it was, and the next read
+            # sees the same marks move again.
+            self.parts = {part: trees[layout.root + part] for part in MARKED}
         changes = {}
         for network_id, old, new, touched in diffs:
             if new:

@@ -256,6 +256,31 @@ def test_state_reads_only_what_changed():
     assert "10.0.0.16" not in state.vteps
 
 
+def test_a_change_read_that_fails_part_way_is_read_again():
+    # Consul stops answering after the marks were read: the view keeps its old marks, so the next
+    # change read (not only a full one) still sees the change.
+    from ansible_collections.overlay.vxlan.plugins.module_utils import _changes, _keys
+    layout = _keys.Layout("overlay")
+    net = "n" * 12
+    store = FakeStore({layout.network("n"): ({"id": net, "name": "n"}, 1)}, layout)
+    for i in range(20):
+        store.write(layout.endpoint(net, "x%d" % i), _ep(i, "10.0.0.11"))
+    view = _changes.View()
+    view.read(store, layout, None, full=True)
+    store.write(layout.endpoint(net, "x3"), _ep(3, "10.0.0.12"))
+    real = store.get_many
+
+    def down(*args, **kwargs):
+        raise OSError("Consul went away")
+
+    store.get_many = down
+    with pytest.raises(OSError):
+        view.read(store, layout, None, full=False)
+    store.get_many = real
+    assert view.read(store, layout, None, full=False) == {
+        net: {layout.endpoint(net, "x3"): (_ep(3, "10.0.0.11"), _ep(3, "10.0.0.12"))}}
+
+
 def test_change_marks_of_a_transaction():
     """Every op that writes an endpoint record sets its shard's mark, once per mark; reads and
     checks set none, nor do writes of other keys. commit() adds them after the ops and batches()

@@ -10,8 +10,9 @@ with the network whose name sorts first; ``<name>.<network>`` is exact.
 
 The table follows Consul with a blocking query on the store (no polling) and reads only what the
 change marks name (``_changes.View``): a name is served within a Consul round trip of its record's
-creation, at a cost that follows the change, not the size of the store. Docker's embedded DNS forwards the names it does not
-know to the daemon's ``dns`` servers: point them at this server (docs/names.md).
+creation, at a cost that follows the change, not the size of the store. Docker's embedded DNS
+forwards the names it does not know to the daemon's ``dns`` servers: point them at this server
+(docs/names.md).
 """
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def main():
     passes, reads = [], []
     for i in range(2 * a.changes if prof is not None else a.changes):
         # Through commit(), as the collection's writers do (it adds the change marks).
-        store.commit([_consul._kv("set", key, record) if i % 2 == 0 else _consul.op_delete(key)])
+        store.commit([_consul.op_set(key, record) if i % 2 == 0 else _consul.op_delete(key)])
         profiled = i >= a.changes  # timed passes first, then as many under the profiler
         if profiled:
             prof.enable()

@@ -519,7 +519,7 @@ class Consul:
         added their change marks."""
         layout, part, marks = self.layout, [], set()
         for op in ops:
-            mine = {m["KV"]["Key"] for m in layout.change_marks([op])}
+            mine = set(layout.mark_keys([op]))
             if part and len(part) + 1 + len(marks | mine) > TXN_MAX_OPS:
                 yield part
                 part, marks = [], set()

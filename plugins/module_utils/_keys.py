@@ -86,36 +86,42 @@ class Layout:
     def change_mark(self, network_id, name):
         return self.changes(network_id) + shard(name)
 
-    def change_marks(self, ops):
-        """The ops that set the change mark of every endpoint record ``ops`` write (create, cas,
-        set, delete: any verb but a read or a check), once per mark. Every transaction carries them
-        (``_consul.Consul.commit`` adds them), so a mark's ModifyIndex moves whenever a record of its
-        shard is written, a record deleted and created again under the same name included: the
-        agent's change pass (agent/peers.py) reads the marks, then only the shards whose mark moved.
-        Only a mark's index counts; its value is new for each transaction (Consul leaves the
-        index of a key written with the value it holds where it was)."""
-        marks = []
-        start = self.root + "endpoints/"
-        for op in ops:
-            kv = op.get("KV") or {}
-            key = kv.get("Key", "")
-            if not key.startswith(start) or kv.get("Verb") in _READ_VERBS:
-                continue
-            network_id, _sep, name = key[len(start):].partition("/")
-            if network_id and name:
-                mark = self.change_mark(network_id, name)
-                if mark not in marks:
-                    marks.append(mark)
-        value = base64.b64encode(json.dumps(os.urandom(8).hex()).encode()).decode() if marks else None
-        return [{"KV": {"Verb": "set", "Key": mark, "Value": value}} for mark in marks]
-
-    def shard_of(self, key):
-        """The shard of an endpoint record's key (None for any other key)."""
+    def endpoint_of(self, key):
+        """(network id, endpoint name) of an endpoint record's key; None for any other key."""
         start = self.root + "endpoints/"
         if not key.startswith(start):
             return None
-        _network_id, _sep, name = key[len(start):].partition("/")
-        return shard(name) if name else None
+        network_id, _sep, name = key[len(start):].partition("/")
+        return (network_id, name) if network_id and name else None
+
+    def shard_of(self, key):
+        """The shard of an endpoint record's key (None for any other key)."""
+        found = self.endpoint_of(key)
+        return shard(found[1]) if found else None
+
+    def mark_keys(self, ops):
+        """The change marks of every endpoint record ``ops`` write (create, cas, set, delete: any
+        verb but a read or a check), once each, in order."""
+        marks = []
+        for op in ops:
+            kv = op.get("KV") or {}
+            found = None if kv.get("Verb") in _READ_VERBS else self.endpoint_of(kv.get("Key", ""))
+            if found:
+                mark = self.change_mark(*found)
+                if mark not in marks:
+                    marks.append(mark)
+        return marks
+
+    def change_marks(self, ops):
+        """The ops that set the change mark of every endpoint record ``ops`` write (``mark_keys``).
+        Every transaction carries them (``_consul.Consul.commit`` adds them), so a mark's ModifyIndex
+        moves whenever a record of its shard is written, a record deleted and created again under
+        the same name included: the agent's change pass (agent/peers.py) reads the marks, then only
+        the shards whose mark moved. Only a mark's index counts; its value is new for each
+        transaction (Consul leaves the index of a key written with the value it holds where it was)."""
+        marks = self.mark_keys(ops)
+        value = base64.b64encode(json.dumps(os.urandom(8).hex()).encode()).decode() if marks else None
+        return [{"KV": {"Verb": "set", "Key": mark, "Value": value}} for mark in marks]
 
     @staticmethod
     def last(key):

@@ -1,6 +1,7 @@
 """Shared helpers for the overlay tests: the seed's variables, Consul and kernel snapshots."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -88,14 +89,14 @@ def collection_import_path(collection_path):
 
 def write_records(lab, collection_path, writes, prefix="overlay"):
     """Write keys straight into Consul as another host's run would: ``writes`` {key: value (bytes:
-    written as they are, not as JSON), or None to delete} in one transaction of the collection's client, which also sets the change marks of
-    the endpoint records among them (what the agents' change passes read)."""
+    written as they are, not as JSON), or None to delete} in one transaction of the collection's
+    client, which also sets the change marks of the endpoint records among them (what the agents'
+    change passes read)."""
     collection_import_path(collection_path)
     from ansible_collections.overlay.vxlan.plugins.module_utils import _consul
     host, port = lab._consul_forwarder().address
     store = _consul.Consul({"host": host, "port": port, "scheme": "http", "token": None, "ca_cert": None,
                             "verify": True, "timeout": 10, "prefix": prefix})
-    import base64
 
     def op(key, value):
         if isinstance(value, bytes):  # not JSON: written as it is
